@@ -1,0 +1,122 @@
+"""Every error the sidecar answers with, and its stable code.
+
+The tree is deliberately shallow::
+
+    SidecarError                 code, HTTP status, a message that never holds a secret
+    ├── ConfigError              start-up only: a list of "yaml.path: problem" lines
+    ├── VerificationFailed       the provider refused a credential during verify()
+    └── VaultUnavailable         Vault could not be reached or answered 5xx
+
+One server middleware turns a ``SidecarError`` into ``{"message": ..., "code": ...}``.
+``CODES`` is the single table of codes; the README's error table is generated from it
+(``sidecar errors``) and a test keeps the two equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    code: str
+    status: int
+    message: str
+
+
+CODES: dict[str, Code] = {
+    c.code: c
+    for c in (
+        # SC1xxx: the request itself
+        Code("SC1000", 500, "Internal error"),
+        Code("SC1001", 400, "Request body is not valid JSON"),
+        Code("SC1002", 422, "Request body failed validation"),
+        Code("SC1003", 413, "Request body too large"),
+        Code("SC1004", 400, "Invalid credential name"),
+        Code("SC1005", 404, "No such route"),
+        Code("SC1006", 405, "Method not allowed"),
+        Code("SC1007", 401, "Admin token missing or invalid"),
+        Code("SC1008", 415, "Content-Type must be application/json"),
+        Code("SC1009", 400, "Invalid query parameter"),
+        # SC2xxx: credentials
+        Code("SC2001", 404, "Credential not found"),
+        Code("SC2002", 409, "Credential was changed concurrently; retry"),
+        Code("SC2003", 412, "If-Match does not match the current version"),
+        Code("SC2004", 422, "Unknown upstream"),
+        Code("SC2005", 422, "Provider rejected the credential"),
+        Code("SC2006", 502, "Provider could not be reached to verify the credential"),
+        Code("SC2007", 409, "Credential already exists"),
+        # SC3xxx: Vault
+        Code("SC3001", 503, "Vault is unavailable"),
+        Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
+        Code("SC3003", 502, "Vault returned an unexpected error"),
+        Code("SC3004", 503, "Not authenticated to Vault"),
+        # SC4xxx: the proxy
+        Code("SC4001", 403, "Destination is not a configured upstream"),
+        Code("SC4002", 503, "No credential stored for this upstream"),
+        Code("SC4003", 403, "Credential is disabled"),
+        Code("SC4004", 403, "Credential environment does not match the upstream"),
+        Code("SC4005", 413, "Request body exceeds the upstream's limit"),
+        Code("SC4006", 504, "Upstream timed out"),
+        Code("SC4007", 502, "Upstream connection failed"),
+        Code("SC4008", 502, "Token endpoint failed"),
+        Code("SC4009", 400, "Request body is not what the upstream's scheme needs"),
+        Code("SC4010", 400, "Invalid header value"),
+        Code("SC4011", 400, "Malformed proxy request"),
+        # SC5xxx: proxy keys
+        Code("SC5001", 401, "Proxy key required"),
+        Code("SC5002", 401, "Proxy key invalid, disabled or expired"),
+        Code("SC5003", 403, "Proxy key does not permit this request"),
+        Code("SC5004", 401, "Proxy key signature missing, stale or invalid"),
+        Code("SC5005", 401, "Proxy key signature replayed"),
+        Code("SC5006", 404, "Proxy key not found"),
+    )
+}
+
+
+class SidecarError(Exception):
+    """An error with a stable code; ``message`` is shown to the caller and must hold no secret."""
+
+    def __init__(self, code: str, message: str | None = None, **details: Any) -> None:
+        entry = CODES[code]
+        self.code = code
+        self.status = entry.status
+        self.message = message or entry.message
+        self.details = details
+        super().__init__(f"{code}: {self.message}")
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` lists every ``path: reason`` found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+class VerificationFailed(SidecarError):
+    """The provider said no to the credential (a wrong secret, an unknown login)."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("SC2005", message)
+
+
+class VaultUnavailable(SidecarError):
+    """Vault did not answer in time, refused the connection, or is sealed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__("SC3001", message)
+
+
+def error_table_markdown() -> str:
+    """The README's error-code table, generated so that docs and code cannot drift."""
+    rows = ["| code | HTTP | meaning |", "|---|---|---|"]
+    rows += [f"| `{c.code}` | {c.status} | {c.message} |" for c in CODES.values()]
+    return "\n".join(rows)

@@ -1,0 +1,130 @@
+"""The scheme extension point: how a provider's auth is computed and checked.
+
+Modelled on httpx's ``Auth.auth_flow``. A scheme is a small class whose async generator
+receives the outbound request, signs it, yields it, receives the upstream's response and may
+yield once more (refresh a token on 401 and retry). The proxy drives the generator; tests drive
+it by hand with no network.
+
+A scheme never sees a ``web.Request`` or a socket: only :class:`OutboundRequest`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from pydantic import BaseModel, ConfigDict
+from yarl import URL
+
+
+class SchemeOptions(BaseModel):
+    """Base of every scheme's config model: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    """One stored credential, decrypted, as the proxy uses it.
+
+    ``secrets`` is excluded from ``repr`` so that a stray log of the object shows no secret.
+    """
+
+    name: str
+    upstream: str
+    scheme: str
+    environment: str
+    enabled: bool
+    fields: Mapping[str, str]
+    secrets: Mapping[str, str] = field(repr=False)
+    provider_data: Mapping[str, Any]
+    version: int
+    created_at: datetime
+    updated_at: datetime
+
+    def value(self, name: str) -> str:
+        """A field by name, public or secret (schemes may be told which one to use)."""
+        if name in self.secrets:
+            return self.secrets[name]
+        if name in self.fields:
+            return self.fields[name]
+        raise KeyError(name)
+
+
+@dataclass(slots=True)
+class OutboundRequest:
+    """The request the sidecar is about to send upstream.
+
+    ``body`` is ``None`` when the body streams from the app untouched; schemes that declare
+    ``requires_request_body`` always receive the whole body as bytes.
+    """
+
+    method: str
+    url: URL
+    headers: CIMultiDict[str]
+    body: bytes | None = None
+
+    def copy(self) -> OutboundRequest:
+        return OutboundRequest(self.method, self.url, CIMultiDict(self.headers), self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamResponse:
+    """What a scheme may look at after the send: status and headers, never the body stream."""
+
+    status: int
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+
+
+AuthFlow = AsyncGenerator[OutboundRequest, UpstreamResponse]
+
+
+@runtime_checkable
+class Scheme(Protocol):
+    """What every auth scheme provides. Instances are built once per upstream at config load."""
+
+    name: ClassVar[str]
+    requires_request_body: ClassVar[bool]
+    # Instance attributes (class defaults), because options such as ``key_field`` change them.
+    public_fields: tuple[str, ...]
+    secret_fields: tuple[str, ...]
+    optional_fields: tuple[str, ...]
+
+    def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow: ...
+
+    async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
+        """Make the provider's cheapest authenticated call; raise VerificationFailed on a no."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamContext:
+    """What a scheme needs to know about the upstream it serves, fixed at config load."""
+
+    name: str
+    url: URL
+    timeout: float = 10.0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class SchemeFactory(Protocol):
+    """A scheme class: built from its validated options and the upstream it belongs to."""
+
+    name: str
+    Options: type[SchemeOptions]
+
+    def __call__(self, options: Any, upstream: UpstreamContext) -> Scheme: ...
+
+
+async def single_pass(request: OutboundRequest) -> AuthFlow:
+    """The trivial flow (yield once, ignore the response), for composition and tests."""
+    yield request
+
+
+def now() -> datetime:
+    """Current time with offset; one place so tests can reason about clocks."""
+    return datetime.now().astimezone()
