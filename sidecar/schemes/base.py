@@ -88,8 +88,10 @@ class Scheme(Protocol):
     """What every auth scheme provides. Instances are built once per upstream at config load."""
 
     name: ClassVar[str]
-    requires_request_body: ClassVar[bool]
-    # Instance attributes (class defaults), because options such as ``key_field`` change them.
+    # Instance attributes (class defaults), because options such as ``key_field`` or the
+    # template change them.
+    requires_request_body: bool
+    replays_request: bool
     public_fields: tuple[str, ...]
     secret_fields: tuple[str, ...]
     optional_fields: tuple[str, ...]
@@ -100,6 +102,25 @@ class Scheme(Protocol):
         """Make the provider's cheapest authenticated call; raise VerificationFailed on a no."""
         ...
 
+    def bind(self, http: aiohttp.ClientSession) -> None:
+        """Receive the upstream's pooled session (token requests use it). Called once."""
+        ...
+
+
+class SchemeBase:
+    """Defaults shared by the built-in schemes; a plugin may use it or not."""
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type[SchemeOptions]] = SchemeOptions
+    requires_request_body: bool = False
+    replays_request: bool = False
+    public_fields: tuple[str, ...] = ()
+    secret_fields: tuple[str, ...] = ()
+    optional_fields: tuple[str, ...] = ()
+
+    def bind(self, http: aiohttp.ClientSession) -> None:
+        self.http = http
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamContext:
@@ -108,7 +129,13 @@ class UpstreamContext:
     name: str
     url: URL
     timeout: float = 10.0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def join(self, path: str) -> URL:
+        """An upstream-relative path (``/v1/x`` or ``v1/x``) or an absolute URL, resolved."""
+        if path.startswith(("http://", "https://")):
+            return URL(path)
+        base = str(self.url).rstrip("/")
+        return URL(base + "/" + path.lstrip("/"), encoded=False)
 
 
 class SchemeFactory(Protocol):

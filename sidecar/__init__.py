@@ -1,0 +1,1 @@
+"""Vault-backed credential sidecar for payment platforms."""

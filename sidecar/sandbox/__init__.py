@@ -1,0 +1,1 @@
+"""Local provider emulators used by `sidecar dev`, `make run` and the tests."""

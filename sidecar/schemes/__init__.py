@@ -1,0 +1,1 @@
+"""Auth schemes: one file each, registered in registry.py."""
