@@ -1,0 +1,51 @@
+"""Builds the admin and proxy aiohttp applications from one Runtime.
+
+The admin application owns the runtime's lifecycle through ``cleanup_ctx``; the proxy
+application only borrows it, so the order of start-up is: admin, then proxy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from sidecar.handlers import credentials, health
+from sidecar.handlers.common import (
+    RUNTIME,
+    admin_token_middleware,
+    errors_middleware,
+    request_id_middleware,
+)
+from sidecar.runtime import Runtime
+
+
+def _lifecycle(rt: Runtime):  # type: ignore[no-untyped-def]
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        await rt.start()
+        yield
+        await rt.close()
+
+    return ctx
+
+
+def build_admin_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application:
+    middlewares = [request_id_middleware, errors_middleware]
+    token = rt.config.admin.token
+    if token is not None and token.get_secret_value():
+        middlewares.append(admin_token_middleware(token.get_secret_value()))
+    app = web.Application(middlewares=middlewares, client_max_size=rt.config.admin.max_body)
+    app[RUNTIME] = rt
+    app.add_routes(health.routes)
+    app.add_routes(credentials.routes)
+    if own_runtime:
+        app.cleanup_ctx.append(_lifecycle(rt))
+    return app
+
+
+def build_health_app(rt: Runtime) -> web.Application:
+    """The optional health-only listener (kubelet probes): nothing but /healthz and /readyz."""
+    app = web.Application(middlewares=[errors_middleware])
+    app[RUNTIME] = rt
+    app.add_routes(health.routes)
+    return app

@@ -1,0 +1,317 @@
+"""YAML configuration -> a typed, validated :class:`Config`.
+
+Everything is checked at load, so a sidecar that started is a sidecar whose config is whole.
+Every problem is reported at once as ``yaml.path (line N): reason``; ``${VAR}`` and
+``${VAR:-default}`` are expanded in string values before validation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from yarl import URL
+
+from sidecar.errors import ConfigError
+from sidecar.schemes.base import SchemeOptions
+from sidecar.schemes.registry import scheme_class
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VaultAuth(_Model):
+    """How the sidecar logs in to Vault; the secret inputs come from files or the environment."""
+
+    method: Literal["token", "approle", "kubernetes"] = "token"
+    token: SecretStr | None = Field(None, description="token method: the token itself")
+    token_file: Path | None = Field(None, description="token method: file holding the token")
+    role_id: str | None = Field(None, description="approle: role_id")
+    secret_id: SecretStr | None = Field(None, description="approle: secret_id (prefer a file)")
+    secret_id_file: Path | None = Field(None, description="approle: file holding the secret_id")
+    role: str | None = Field(None, description="kubernetes: the Vault role")
+    jwt_path: Path = Field(
+        Path("/var/run/secrets/kubernetes.io/serviceaccount/token"),
+        description="kubernetes: the service-account JWT",
+    )
+    mount: str | None = Field(None, description="auth mount path; defaults to the method name")
+
+
+class VaultConfig(_Model):
+    address: str = Field("http://127.0.0.1:8200", description="Vault/OpenBao address")
+    auth: VaultAuth = VaultAuth()
+    kv_mount: str = "secret"
+    prefix: str = Field("sidecar", description="KV path prefix for this sidecar's records")
+    transit_mount: str = "transit"
+    transit_key: str = "sidecar"
+    create_transit_key: bool = Field(True, description="create the transit key when missing")
+    timeout: float = Field(5.0, gt=0, description="seconds per Vault request")
+    ca_bundle: Path | None = None
+    renew_fraction: float = Field(0.66, gt=0, lt=1, description="renew at this share of TTL")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        if URL(v).scheme not in ("http", "https") or not URL(v).host:
+            raise ValueError("must be an http(s) URL")
+        return v
+
+
+class ListenConfig(_Model):
+    proxy: str = "127.0.0.1:8080"
+    admin: str = "127.0.0.1:8099"
+    health: str | None = Field(None, description="optional health-only listener for kubelet")
+
+    @field_validator("proxy", "admin", "health")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_hostport(v)
+        return v
+
+
+class AdminConfig(_Model):
+    allow_remote: bool = Field(False, description="permit a non-loopback admin address")
+    token: SecretStr | None = Field(None, description="required on every admin request if set")
+    max_body: int = Field(64 * 1024, gt=0, description="largest admin request body, bytes")
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    access_log: bool = False
+
+
+class CacheConfig(_Model):
+    refresh_interval: float = Field(30.0, gt=0, description="seconds between Vault re-reads")
+    max_stale: float = Field(3600.0, ge=0, description="serve cached creds this long in an outage")
+
+
+class UpstreamConfig(BaseModel):
+    """One provider. Scheme options sit beside these keys and are checked by the scheme."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    url: str
+    hosts: list[str] = Field(default_factory=list, description="host names the app may use")
+    scheme: str | list[str | dict[str, Any]]
+    credential: str
+    environment: Literal["sandbox", "live"]
+    timeout: float = Field(30.0, gt=0)
+    connect_timeout: float = Field(5.0, gt=0)
+    max_body: int = Field(1024 * 1024, gt=0, description="bytes read when a scheme needs the body")
+    ca_bundle: Path | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        u = URL(v)
+        if u.scheme not in ("http", "https") or not u.host or u.query_string or u.fragment:
+            raise ValueError("must be an absolute http(s) URL with no query or fragment")
+        return v
+
+    @field_validator("credential")
+    @classmethod
+    def _cred(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError("must match [a-z0-9][a-z0-9._-]{0,63}")
+        return v
+
+    def scheme_specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(scheme name, raw options) in order; flat keys belong to a single scheme."""
+        extras = dict(self.model_extra or {})
+        if isinstance(self.scheme, str):
+            return [(self.scheme, extras)]
+        specs: list[tuple[str, dict[str, Any]]] = []
+        for item in self.scheme:
+            if isinstance(item, str):
+                specs.append((item, {}))
+            else:
+                opts = dict(item)
+                specs.append((str(opts.pop("name", "")), opts))
+        return specs
+
+
+class Config(_Model):
+    vault: VaultConfig = VaultConfig()
+    listen: ListenConfig = ListenConfig()
+    admin: AdminConfig = AdminConfig()
+    logging: LoggingConfig = LoggingConfig()
+    cache: CacheConfig = CacheConfig()
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    # Filled by load(): validated options per upstream, in scheme order.
+    schemes: dict[str, list[tuple[str, SchemeOptions]]] = Field(default_factory=dict)
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+        raise ValueError("must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(hostport: str) -> bool:
+    host, _ = split_hostport(hostport)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a config file; raise ConfigError listing every problem."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
+    return loads(text, env)
+
+
+def loads(text: str, env: Mapping[str, str] | None = None) -> Config:
+    try:
+        raw = yaml.safe_load(text)
+        lines = _line_map(yaml.compose(text))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError([f"yaml{where}: {getattr(exc, 'problem', None) or exc}"]) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping"])
+    problems: list[str] = []
+    data = _interpolate(raw, (), os.environ if env is None else env, problems, lines)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e["loc"], e["msg"], lines) for e in exc.errors()]) from None
+    checked = _check(config, lines)
+    if checked[1]:
+        raise ConfigError(checked[1])
+    return config.model_copy(update={"schemes": checked[0]})
+
+
+def _check(config: Config, lines: dict[tuple[Any, ...], int]) -> tuple[Any, list[str]]:
+    problems: list[str] = []
+    if not is_loopback(config.listen.admin):
+        if not config.admin.allow_remote:
+            problems.append(
+                _describe(("listen", "admin"), "not loopback; set admin.allow_remote", lines)
+            )
+        elif config.admin.token is None or not config.admin.token.get_secret_value():
+            problems.append(_describe(("admin", "token"), "required when allow_remote", lines))
+    if not is_loopback(config.listen.proxy) and not config.admin.allow_remote:
+        problems.append(
+            _describe(("listen", "proxy"), "not loopback; set admin.allow_remote", lines)
+        )
+    schemes: dict[str, list[tuple[str, SchemeOptions]]] = {}
+    for name, up in config.upstreams.items():
+        base = ("upstreams", name)
+        if not NAME_RE.match(name) or "/" in name:
+            problems.append(
+                _describe(base, "upstream names must match [a-z0-9][a-z0-9._-]*", lines)
+            )
+        schemes[name] = _check_schemes(up, base, lines, problems)
+    return schemes, problems
+
+
+def _check_schemes(
+    up: UpstreamConfig,
+    base: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    problems: list[str],
+) -> list[tuple[str, SchemeOptions]]:
+    specs = up.scheme_specs()
+    if len(specs) > 1 and up.model_extra:
+        key = next(iter(up.model_extra))
+        problems.append(_describe((*base, key), "options of a scheme list go in its item", lines))
+        return []
+    result: list[tuple[str, SchemeOptions]] = []
+    for i, (scheme_name, opts) in enumerate(specs):
+        where = base if len(specs) == 1 else (*base, "scheme", i)
+        try:
+            cls = scheme_class(scheme_name)
+        except KeyError as exc:
+            problems.append(_describe((*base, "scheme"), str(exc.args[0]), lines))
+            continue
+        try:
+            result.append((scheme_name, cls.Options.model_validate(opts)))
+        except ValidationError as exc:
+            problems += [_describe((*where, *e["loc"]), e["msg"], lines) for e in exc.errors()]
+    return result
+
+
+def _describe(loc: tuple[Any, ...], msg: str, lines: dict[tuple[Any, ...], int]) -> str:
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return f"{path} (line {lines[loc[:n]]}): {msg}"
+    return f"{path}: {msg}"
+
+
+def _line_map(node: yaml.Node | None, path: tuple[Any, ...] = ()) -> dict[tuple[Any, ...], int]:
+    """YAML path -> 1-based line, so errors can point into the file."""
+    out: dict[tuple[Any, ...], int] = {}
+    if node is None:
+        return out
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            out.update(_line_map(value, (*path, key.value)))
+            out[(*path, key.value)] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, value in enumerate(node.value):
+            out.update(_line_map(value, (*path, i)))
+    return out
+
+
+def _interpolate(
+    value: Any,
+    path: tuple[Any, ...],
+    env: Mapping[str, str],
+    problems: list[str],
+    lines: dict[tuple[Any, ...], int],
+) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, (*path, k), env, problems, lines) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, (*path, i), env, problems, lines) for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        problems.append(_describe(path, f"environment variable {name} is not set", lines))
+        return ""
+
+    return _ENV.sub(sub, value)
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema of the file, scheme options included under ``$defs``."""
+    from sidecar.schemes.registry import builtin_schemes
+
+    schema = Config.model_json_schema()
+    schema["properties"].pop("schemes", None)
+    defs = schema.setdefault("$defs", {})
+    for name, cls in builtin_schemes().items():
+        defs[f"scheme_options_{name}"] = cls.Options.model_json_schema()
+    return schema

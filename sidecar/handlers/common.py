@@ -1,0 +1,125 @@
+"""What every admin handler shares: app keys, body parsing, middlewares.
+
+One middleware turns any error into ``{"message", "code"}``; pydantic errors are reduced to
+their location and message, because pydantic's own text echoes the input (a secret, maybe).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from sidecar.errors import SidecarError
+from sidecar.logging import get_logger
+from sidecar.runtime import Runtime
+
+RUNTIME = web.AppKey("runtime", Runtime)
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+M = TypeVar("M", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = get_logger("sidecar.admin")
+
+
+def runtime(request: web.Request) -> Runtime:
+    return request.app[RUNTIME]
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise SidecarError("SC1004", "Names must match [a-z0-9][a-z0-9._-]{0,63}")
+    return name
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    ctype = request.headers.get("Content-Type", "application/json")
+    if not ctype.split(";")[0].strip().lower().endswith("json"):
+        raise SidecarError("SC1008")
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise SidecarError("SC1001") from None
+    if not isinstance(data, dict):
+        raise SidecarError("SC1002", "Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
+        ]
+        raise SidecarError("SC1002", "; ".join(problems)) from None
+
+
+def if_match(request: web.Request) -> int | None:
+    value = request.headers.get("If-Match")
+    if value is None:
+        return None
+    value = value.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise SidecarError("SC2003", "If-Match must be a version number")
+    return int(value)
+
+
+def json_response(body: Any, status: int = 200, version: int | None = None) -> web.Response:
+    headers = {"ETag": f'"{version}"'} if version is not None else None
+    return web.json_response(body, status=status, headers=headers)
+
+
+def error_response(err: SidecarError) -> web.Response:
+    return web.json_response(err.body(), status=err.status)
+
+
+_HTTP_CODES = {404: "SC1005", 405: "SC1006", 413: "SC1003"}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except SidecarError as err:
+        if err.status >= 500:
+            log.warning("admin_error", code=err.code, status=err.status, error=err.message)
+        return error_response(err)
+    except web.HTTPException as exc:
+        code = _HTTP_CODES.get(exc.status)
+        if code is None:
+            raise
+        return error_response(SidecarError(code))
+    except Exception:
+        log.exception("admin_unhandled", path=request.path)
+        return error_response(SidecarError("SC1000"))
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    given = request.headers.get("X-Request-Id", "")
+    rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        response = await handler(request)
+        log.info("admin_request", method=request.method, path=request.path, status=response.status)
+    response.headers["X-Request-Id"] = rid
+    return response
+
+
+def admin_token_middleware(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in ("/healthz", "/readyz"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise SidecarError("SC1007")
+        return await handler(request)
+
+    return check

@@ -1,0 +1,211 @@
+"""Admin routes for credentials: parse, check, verify with the provider, store, answer.
+
+No route returns a secret: responses come from ``store.describe``, which has public fields
+and the *names* of secret fields only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from sidecar.errors import SidecarError, VerificationFailed
+from sidecar.handlers.common import (
+    NAME_RE,
+    check_name,
+    if_match,
+    json_response,
+    parse_body,
+    runtime,
+)
+from sidecar.logging import get_logger
+from sidecar.schemes.base import Credential
+from sidecar.store import describe
+
+log = get_logger("sidecar.admin")
+routes = web.RouteTableDef()
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PutBody(_Body):
+    upstream: str
+    environment: Literal["sandbox", "live"] | None = None
+    fields: dict[str, str]
+    provider_data: dict[str, Any] = Field(default_factory=dict)
+    type: str | None = None
+
+
+class PismoBody(_Body):
+    key: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    type: str = Field(min_length=1)
+    provider_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PatchBody(_Body):
+    enabled: bool | None = None
+    fields: dict[str, str] | None = None
+    provider_data: dict[str, Any] | None = None
+
+
+async def _verify_then_save(
+    request: web.Request, name: str, body: PutBody, version: int | None
+) -> tuple[dict[str, Any], bool]:
+    """The provider says yes before anything is written; a no writes nothing."""
+    rt = runtime(request)
+    upstream = rt.upstream(body.upstream)
+    environment = body.environment or upstream.cfg.environment
+    if environment != upstream.cfg.environment:
+        raise SidecarError(
+            "SC1002", f"environment: upstream {upstream.name!r} is {upstream.cfg.environment}"
+        )
+    public, secret = upstream.spec.check(body.fields)
+    stamp = datetime.now(UTC)
+    candidate = Credential(
+        name=name,
+        upstream=upstream.name,
+        scheme=upstream.spec.scheme,
+        environment=environment,
+        enabled=True,
+        fields=public,
+        secrets=secret,
+        provider_data=body.provider_data,
+        version=0,
+        created_at=stamp,
+        updated_at=stamp,
+    )
+    await upstream.scheme.verify(candidate, rt.session_for(upstream.name))
+    return await rt.store.put(
+        name, upstream.name, environment, body.fields, body.provider_data, version, body.type
+    )
+
+
+@routes.put("/v1/credentials/{name}")
+async def put_credential(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    body = await parse_body(request, PutBody)
+    view, created = await _verify_then_save(request, name, body, if_match(request))
+    return json_response(view, status=201 if created else 200, version=view["version"])
+
+
+@routes.post("/v1/credentials")
+async def pismo_create(request: web.Request) -> web.Response:
+    """Seed 000's create-or-replace: ``{key, provider, type, provider_data}``."""
+    body = await parse_body(request, PismoBody)
+    rt = runtime(request)
+    upstream = rt.upstream(body.provider.lower())
+    if not upstream.spec.secret:
+        raise SidecarError("SC1002", f"upstream {upstream.name!r} has no secret field")
+    public = {k: str(v) for k, v in body.provider_data.items() if k in upstream.spec.public}
+    rest = {k: v for k, v in body.provider_data.items() if k not in upstream.spec.public}
+    name = f"{body.provider}-{body.type}".lower()
+    if not NAME_RE.match(name):
+        raise SidecarError("SC1004", "provider and type must form a valid name")
+    put = PutBody(
+        upstream=upstream.name,
+        fields={**public, upstream.spec.secret[0]: body.key},
+        provider_data=rest,
+        type=body.type,
+    )
+    try:
+        _, created = await _verify_then_save(request, name, put, None)
+    except VerificationFailed:
+        raise VerificationFailed(f"{body.provider} - API Invalid credential") from None
+    return web.json_response({"message": "Credential saved"}, status=201 if created else 200)
+
+
+def _flag(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise SidecarError("SC1009", "enabled must be true or false")
+
+
+@routes.get("/v1/credentials")
+async def list_credentials(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    q = request.query
+    provider, environment, enabled = (
+        q.get("provider"),
+        q.get("environment"),
+        _flag(q.get("enabled")),
+    )
+    if environment not in (None, "sandbox", "live"):
+        raise SidecarError("SC1009", "environment must be sandbox or live")
+    items = []
+    for name in await rt.store.names():
+        try:
+            record, version = await rt.store.read(name)
+        except SidecarError as exc:
+            if exc.code == "SC2001":  # deleted between list and read
+                continue
+            raise
+        view = describe(name, record, version)
+        if provider is not None and view["upstream"] != provider.lower():
+            continue
+        if environment is not None and view["environment"] != environment:
+            continue
+        if enabled is not None and view["enabled"] != enabled:
+            continue
+        items.append(view)
+    return web.json_response({"credentials": items})
+
+
+@routes.get("/v1/credentials/{name}")
+async def get_credential(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    record, version = await runtime(request).store.read(name)
+    return json_response(describe(name, record, version), version=version)
+
+
+@routes.patch("/v1/credentials/{name}")
+async def patch_credential(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    body = await parse_body(request, PatchBody)
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise SidecarError("SC1002", "nothing to change: give enabled, fields or provider_data")
+    view = await runtime(request).store.patch(name, changes, if_match(request))
+    return json_response(view, version=view["version"])
+
+
+@routes.delete("/v1/credentials/{name}")
+async def delete_credential(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    await runtime(request).store.delete(name)
+    return web.Response(status=204)
+
+
+@routes.post("/v1/credentials/{name}/verify")
+async def verify_credential(request: web.Request) -> web.Response:
+    """Seed 001's verify, done safely: transit HMAC compare, nothing decrypted or returned."""
+    name = check_name(request.match_info["name"])
+    body = await parse_body(request, _VerifyBody)
+    supplied = body.model_extra or {}
+    if len(supplied) != 1 or not all(isinstance(v, str) for v in supplied.values()):
+        raise SidecarError("SC1002", 'give exactly one secret field: {"<field>": "<value>"}')
+    ((field, value),) = supplied.items()
+    valid = await runtime(request).store.verify_secret(name, field, value)
+    message = "Credentials verified successfully" if valid else f"Invalid {field}"
+    return web.json_response({"name": name, "is_valid": valid, "message": message})
+
+
+class _VerifyBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+@routes.get("/v1/credentials/{name}/versions")
+async def versions(request: web.Request) -> web.Response:
+    name = check_name(request.match_info["name"])
+    return web.json_response(
+        {"name": name, "versions": await runtime(request).store.versions(name)}
+    )

@@ -1,0 +1,26 @@
+"""Liveness and readiness: alive = the loop answers; ready = config loaded and Vault usable."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from sidecar.handlers.common import runtime
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    rt = runtime(request)
+    checks = {
+        "config_loaded": True,
+        "vault_authenticated": rt.vault.authenticated,
+        "cache_loaded": rt.bootstrapped,
+    }
+    ready = all(checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)

@@ -1,0 +1,252 @@
+"""The proxy listener: route, check the credential, let the scheme sign, send, stream back.
+
+Two request forms reach the same pipeline:
+- path mode, ``/<upstream>/<path>``;
+- forward-proxy mode, an absolute-form target ``http://<host>/<path>`` whose host an upstream
+  declares (the app sets ``HTTP_PROXY``); the upstream leg uses the upstream's own URL (HTTPS).
+
+Anything else is refused with 403 before a connection is made: no open proxy, no SSRF.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from sidecar.errors import SidecarError
+from sidecar.handlers.common import runtime
+from sidecar.logging import get_logger
+from sidecar.runtime import Runtime
+from sidecar.schemes.base import Credential, OutboundRequest, UpstreamResponse
+from sidecar.upstreams import Upstream
+
+log = get_logger("sidecar.proxy")
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+        "host",
+        "content-length",
+    }
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CHUNK = 64 * 1024
+
+
+def route(rt: Runtime, request: web.Request) -> tuple[Upstream, str, str]:
+    """(upstream, raw path below the upstream, raw query) or SC4001."""
+    target = request.raw_path
+    if target.startswith(("http://", "https://")):
+        url = URL(target, encoded=True)
+        host = (url.host or "").lower()
+        for upstream in rt.upstreams.values():
+            if host in upstream.hosts:
+                return upstream, url.raw_path, url.raw_query_string
+        raise SidecarError("SC4001", f"Host {host!r} is not a configured upstream")
+    path, _, query = target.partition("?")
+    first, _, rest = path.lstrip("/").partition("/")
+    if first not in rt.upstreams:
+        raise SidecarError("SC4001", "Path does not start with a configured upstream name")
+    return rt.upstreams[first], "/" + rest, query
+
+
+def upstream_url(upstream: Upstream, raw_path: str, raw_query: str) -> URL:
+    if any(seg in ("..", ".") for seg in raw_path.split("/")) or "%2e" in raw_path.lower():
+        raise SidecarError("SC4011", "Dot segments are not allowed in the path")
+    base = upstream.url
+    path = base.raw_path.rstrip("/") + raw_path
+    return URL.build(
+        scheme=base.scheme,
+        host=base.raw_host or "",
+        port=base.explicit_port,
+        path=path,
+        query_string=raw_query,
+        encoded=True,
+    )
+
+
+def forward_headers(request: web.Request) -> CIMultiDict[str]:
+    named = {
+        token.strip().lower()
+        for value in request.headers.getall("Connection", ())
+        for token in value.split(",")
+    }
+    headers: CIMultiDict[str] = CIMultiDict()
+    for key, value in request.headers.items():
+        lower = key.lower()
+        if lower in HOP_BY_HOP or lower in named:
+            continue
+        if _CONTROL.search(value):
+            raise SidecarError("SC4010", f"Header {key!r} holds a control character")
+        headers.add(key, value)
+    return headers
+
+
+def usable_credential(rt: Runtime, upstream: Upstream, cred: Credential | None) -> Credential:
+    """Refuse before anything leaves the pod: missing, disabled or the other environment."""
+    name = upstream.cfg.credential
+    if cred is None:
+        raise SidecarError(
+            "SC4002", f"No credential {name!r} stored for upstream {upstream.name!r}"
+        )
+    if not cred.enabled:
+        raise SidecarError("SC4003", f"Credential {name!r} is disabled")
+    if cred.environment != upstream.cfg.environment or cred.upstream != upstream.name:
+        raise SidecarError(
+            "SC4004",
+            f"Credential {name!r} is for {cred.environment}/{cred.upstream}; "
+            f"upstream {upstream.name!r} is {upstream.cfg.environment}",
+        )
+    return cred
+
+
+async def _credential(rt: Runtime, upstream: Upstream) -> Credential | None:
+    cred = rt.store.cached(upstream.cfg.credential)
+    if cred is None and not rt.bootstrapped:
+        cred = await rt.store.get(upstream.cfg.credential)  # before the first sync only
+    return cred
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise SidecarError("SC4005")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise SidecarError("SC4005")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _stream(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        yield chunk
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    rt = runtime(request)
+    upstream, raw_path, raw_query = route(rt, request)
+    url = upstream_url(upstream, raw_path, raw_query)
+    headers = forward_headers(request)
+    cred = usable_credential(rt, upstream, await _credential(rt, upstream))
+    scheme = upstream.scheme
+    body: Any = None
+    if scheme.requires_request_body or scheme.replays_request:
+        body = await read_body(request, upstream.cfg.max_body) if request.body_exists else None
+    elif request.body_exists:
+        body = _stream(request)
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+    outbound = OutboundRequest(
+        request.method, url, headers, body if isinstance(body, bytes) else None
+    )
+    return await send(request, rt.session_for(upstream.name), scheme, outbound, cred, body)
+
+
+async def send(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    scheme: Any,
+    outbound: OutboundRequest,
+    cred: Credential,
+    stream: Any,
+) -> web.StreamResponse:
+    """Drive the auth flow: one send, at most one retry, then stream the answer back."""
+    flow = scheme.auth_flow(outbound, cred)
+    try:
+        req = await flow.__anext__()
+        for _ in range(2):
+            data = req.body if req.body is not None else stream
+            resp = await _send_once(session, req, data)
+            try:
+                req = await flow.asend(UpstreamResponse(resp.status, resp.headers))
+            except StopAsyncIteration:
+                break
+            resp.release()
+        return await _relay(request, resp)
+    finally:
+        await flow.aclose()
+
+
+async def _send_once(
+    session: aiohttp.ClientSession, req: OutboundRequest, data: Any
+) -> aiohttp.ClientResponse:
+    try:
+        return await session.request(
+            req.method, req.url, headers=req.headers, data=data, allow_redirects=False
+        )
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise SidecarError("SC4006", f"Upstream {req.url.host} timed out") from None
+    except aiohttp.ClientError as exc:
+        raise SidecarError(
+            "SC4007", f"Upstream {req.url.host} connection failed ({type(exc).__name__})"
+        ) from None
+
+
+async def _relay(request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+    """Stream the upstream's answer; a failure mid-body can only cut the connection."""
+    out = web.StreamResponse(status=resp.status, reason=resp.reason)
+    for key, value in resp.headers.items():
+        if key.lower() not in HOP_BY_HOP:
+            out.headers.add(key, value)
+    if resp.content_length is not None:
+        out.content_length = resp.content_length
+    try:
+        await out.prepare(request)
+        async for chunk in resp.content.iter_chunked(_CHUNK):
+            await out.write(chunk)
+        await out.write_eof()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.warning("upstream_body_aborted", host=resp.url.host, error=type(exc).__name__)
+        out.force_close()
+    finally:
+        resp.release()
+    return out
+
+
+@web.middleware
+async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Sidecar-made answers carry ``X-Sidecar-Error`` so an app can tell them from a provider's."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except SidecarError as err:
+        log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
+        return refusal(err)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return refusal(SidecarError("SC4005"))
+        raise
+    except Exception:
+        log.exception("proxy_unhandled")
+        return refusal(SidecarError("SC1000"))
+
+
+def refusal(err: SidecarError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers={"X-Sidecar-Error": err.code})
+
+
+def build_proxy_app(rt: Runtime) -> web.Application:
+    from sidecar.handlers.common import RUNTIME
+
+    app = web.Application(middlewares=[proxy_errors], client_max_size=1024**3)
+    app[RUNTIME] = rt
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

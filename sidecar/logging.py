@@ -1,0 +1,100 @@
+"""structlog setup and the redaction processor.
+
+Redaction is a processor like any other: it runs on every event before rendering, so no code
+path can bypass it. It removes values under secret-looking keys, masks Authorization-like
+headers, drops bodies, and scrubs any value that equals a secret the store currently holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[redacted]"
+
+_SECRET_KEY = re.compile(
+    r"(secret|password|passwd|token|api[_-]?key|apikey|tran_?key|hmac|private|authorization"
+    r"|signature|credential_value|^key$|^body$|cookie)",
+    re.IGNORECASE,
+)
+# Keys whose values are known to be safe even though their names look secret-ish.
+_SAFE_KEYS = frozenset(
+    {"secret_fields", "key_id", "token_requests", "credential", "has_token", "hmac_enabled"}
+)
+
+
+class SecretRegistry:
+    """Secret values the process holds; the redactor replaces any occurrence of them."""
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+
+    def add(self, values: Iterable[str]) -> None:
+        self._values.update(v for v in values if len(v) >= 4)
+
+    def discard(self, values: Iterable[str]) -> None:
+        self._values.difference_update(values)
+
+    def scrub(self, text: str) -> str:
+        for value in self._values:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return text
+
+
+SECRETS = SecretRegistry()
+
+
+def _clean(key: str, value: Any) -> Any:
+    if key not in _SAFE_KEYS and _SECRET_KEY.search(key):
+        return REDACTED
+    if isinstance(value, str):
+        return SECRETS.scrub(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(str(k), v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(key, v) for v in value]
+    return value
+
+
+def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
+    """structlog processor: nothing secret-looking leaves, whatever the caller passed."""
+    for key in list(event_dict):
+        if key == "event":
+            event_dict[key] = SECRETS.scrub(str(event_dict[key]))
+        else:
+            event_dict[key] = _clean(key, event_dict[key])
+    return event_dict
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
+    """JSON lines by default, a console renderer on a terminal (``fmt: auto``)."""
+    stream = stream or sys.stderr
+    use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
+    renderer: Callable[..., Any] = (
+        structlog.dev.ConsoleRenderer(colors=False)
+        if use_console
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

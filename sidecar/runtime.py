@@ -1,0 +1,106 @@
+"""Everything the listeners share, with one owner for its lifecycle.
+
+Start-up never blocks on Vault: if Vault is down the sidecar still starts, answers
+``/readyz`` with 503, and a background task keeps trying (backoff with jitter) until it can log
+in, check the transit key and fill the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from functools import partial
+
+import aiohttp
+
+from sidecar.config import Config
+from sidecar.errors import SidecarError
+from sidecar.logging import get_logger
+from sidecar.store import CredentialStore
+from sidecar.upstreams import Upstream, build_upstreams, field_spec
+from sidecar.vault import Vault
+
+log = get_logger("sidecar.runtime")
+
+
+class Runtime:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.vault = Vault(config.vault)
+        self.upstreams: dict[str, Upstream] = build_upstreams(config)
+        self.store = CredentialStore(self.vault, partial(field_spec, self.upstreams))
+        self.bootstrapped = False
+        self.started_at = time.monotonic()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def ready(self) -> bool:
+        return self.bootstrapped and self.vault.authenticated
+
+    def upstream(self, name: str) -> Upstream:
+        if name not in self.upstreams:
+            raise SidecarError("SC2004", f"Unknown upstream {name!r}")
+        return self.upstreams[name]
+
+    def session_for(self, name: str) -> aiohttp.ClientSession:
+        session = self.upstream(name).session
+        if session is None:
+            raise SidecarError("SC1000", "sidecar is not started")
+        return session
+
+    async def start(self) -> None:
+        for upstream in self.upstreams.values():
+            upstream.open()
+        self._tasks.append(asyncio.create_task(self._bootstrap(), name="vault-bootstrap"))
+
+    async def _bootstrap(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.vault.login()
+                await self.vault.ensure_transit_key()
+                loaded = await self.store.sync()
+            except SidecarError as exc:
+                log.warning("vault_bootstrap_retry", code=exc.code, error=exc.message)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 30.0)
+                continue
+            self.bootstrapped = True
+            log.info("sidecar_ready", credentials=loaded, upstreams=len(self.upstreams))
+            self._tasks.append(asyncio.create_task(self.vault.maintain(self._stop), name="renew"))
+            self._tasks.append(asyncio.create_task(self._sync_loop(), name="cache-sync"))
+            return
+
+    async def _sync_loop(self) -> None:
+        interval = self.config.cache.refresh_interval
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                return
+            try:
+                changed = await self.store.sync()
+                if changed:
+                    log.info("cache_synced", changed=changed)
+            except SidecarError as exc:
+                log.warning("cache_sync_failed", code=exc.code)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.ready:
+            if time.monotonic() > deadline:
+                raise TimeoutError("sidecar did not become ready")
+            await asyncio.sleep(0.02)
+
+    async def close(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for upstream in self.upstreams.values():
+            if upstream.session is not None:
+                await upstream.session.close()

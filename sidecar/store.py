@@ -1,0 +1,300 @@
+"""CredentialStore: records in KV v2, secret fields through transit, an in-memory cache.
+
+A record is one KV v2 secret at ``<prefix>/credentials/<name>``. Secret fields are stored as
+a transit ciphertext plus a transit HMAC fingerprint (for verify without decrypting), so KV
+alone never holds a plaintext secret. Every write is a check-and-set against the version that
+was read: two concurrent replaces cannot mix, the loser gets SC2002 (409).
+
+The proxy reads only the cache (``cached``), so steady-state proxying makes no Vault request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from sidecar.errors import SidecarError
+from sidecar.logging import SECRETS, get_logger
+from sidecar.schemes.base import Credential
+from sidecar.vault import Vault, hmac_key_version
+
+log = get_logger("sidecar.store")
+FOLDER = "credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """Which fields an upstream's scheme declares: the store validates bodies against it."""
+
+    scheme: str
+    public: tuple[str, ...]
+    secret: tuple[str, ...]
+    optional: tuple[str, ...]
+
+    def check(self, fields: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """Split submitted fields into (public, secret); refuse unknown, missing or non-string."""
+        problems: list[str] = []
+        known = (*self.public, *self.secret)
+        for key, value in fields.items():
+            if key not in known:
+                problems.append(f"fields.{key}: unknown field for scheme {self.scheme}")
+            elif not isinstance(value, str) or not value:
+                problems.append(f"fields.{key}: must be a non-empty string")
+        for key in known:
+            if key not in fields and key not in self.optional:
+                problems.append(f"fields.{key}: required")
+        if problems:
+            raise SidecarError("SC1002", "; ".join(problems))
+        public = {k: str(v) for k, v in fields.items() if k in self.public}
+        secret = {k: str(v) for k, v in fields.items() if k in self.secret}
+        return public, secret
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def describe(name: str, record: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """The public view of a record: metadata and public fields, never a secret."""
+    return {
+        "name": name,
+        "upstream": record["upstream"],
+        "scheme": record["scheme"],
+        "environment": record["environment"],
+        "enabled": record["enabled"],
+        "fields": dict(record["fields"]),
+        "secret_fields": sorted(record["secrets"]),
+        "provider_data": dict(record.get("provider_data") or {}),
+        "type": record.get("type"),
+        "version": version,
+        "created_at": record["created_at"],
+        "updated_at": record["updated_at"],
+    }
+
+
+class CredentialStore:
+    def __init__(self, vault: Vault, specs: Callable[[str], FieldSpec]) -> None:
+        self.vault = vault
+        self._specs = specs
+        self._cache: dict[str, Credential] = {}
+        self.last_sync: float | None = None
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    # -- the proxy's side: memory only -----------------------------------------------------
+
+    def cached(self, name: str) -> Credential | None:
+        cred = self._cache.get(name)
+        if cred is None:
+            self.cache_misses += 1
+        else:
+            self.cache_hits += 1
+        return cred
+
+    async def get(self, name: str) -> Credential | None:
+        """Cache first; on a miss read and decrypt once (the first request after start)."""
+        cred = self.cached(name)
+        if cred is not None:
+            return cred
+        found = await self.vault.kv_read(f"{FOLDER}/{name}")
+        if found is None:
+            return None
+        cred = await self._decrypt(name, *found)
+        self._remember(cred)
+        return cred
+
+    def _remember(self, cred: Credential) -> None:
+        current = self._cache.get(cred.name)
+        if current is None or current.version <= cred.version:
+            if current is not None:
+                SECRETS.discard(current.secrets.values())
+            self._cache[cred.name] = cred
+            SECRETS.add(cred.secrets.values())
+
+    def _forget(self, name: str) -> None:
+        gone = self._cache.pop(name, None)
+        if gone is not None:
+            SECRETS.discard(gone.secrets.values())
+
+    async def _decrypt(self, name: str, record: dict[str, Any], version: int) -> Credential:
+        names = sorted(record["secrets"])
+        plain = await self.vault.decrypt([record["secrets"][n]["ciphertext"] for n in names])
+        return Credential(
+            name=name,
+            upstream=record["upstream"],
+            scheme=record["scheme"],
+            environment=record["environment"],
+            enabled=bool(record["enabled"]),
+            fields=dict(record["fields"]),
+            secrets=dict(zip(names, plain, strict=True)),
+            provider_data=dict(record.get("provider_data") or {}),
+            version=version,
+            created_at=_parse(record["created_at"]),
+            updated_at=_parse(record["updated_at"]),
+        )
+
+    # -- the admin's side ------------------------------------------------------------------
+
+    async def read(self, name: str) -> tuple[dict[str, Any], int]:
+        found = await self.vault.kv_read(f"{FOLDER}/{name}")
+        if found is None:
+            raise SidecarError("SC2001", f"Credential {name!r} not found")
+        return found
+
+    async def names(self) -> list[str]:
+        return sorted(k for k in await self.vault.kv_list(FOLDER) if not k.endswith("/"))
+
+    async def put(
+        self,
+        name: str,
+        upstream: str,
+        environment: str,
+        fields: Mapping[str, Any],
+        provider_data: Mapping[str, Any],
+        if_match: int | None = None,
+        cred_type: str | None = None,
+    ) -> tuple[dict[str, Any], bool]:
+        """Create or replace; returns (public view, created). Verify *before* calling this."""
+        spec = self._specs(upstream)
+        public, secret = spec.check(fields)
+        current = await self.vault.kv_read(f"{FOLDER}/{name}")
+        version = current[1] if current else 0
+        if if_match is not None and if_match != version:
+            raise SidecarError("SC2003")
+        names = sorted(secret)
+        values = [secret[n] for n in names]
+        ciphertexts, digests = await asyncio.gather(
+            self.vault.encrypt(values), self.vault.hmac(values)
+        )
+        stamp = now_iso()
+        created_at: str = current[0]["created_at"] if current else stamp
+        enabled = True if current is None else bool(current[0].get("enabled", True))
+        record: dict[str, Any] = {
+            "upstream": upstream,
+            "scheme": spec.scheme,
+            "environment": environment,
+            "enabled": enabled,
+            "fields": public,
+            "secrets": {
+                n: {"ciphertext": c, "hmac": d}
+                for n, c, d in zip(names, ciphertexts, digests, strict=True)
+            },
+            "provider_data": dict(provider_data),
+            "type": cred_type,
+            "created_at": created_at,
+            "updated_at": stamp,
+        }
+        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record, cas=version)
+        cred = Credential(
+            name=name,
+            upstream=upstream,
+            scheme=spec.scheme,
+            environment=environment,
+            enabled=enabled,
+            fields=public,
+            secrets=secret,
+            provider_data=dict(provider_data),
+            version=new_version,
+            created_at=_parse(created_at),
+            updated_at=_parse(stamp),
+        )
+        self._remember(cred)
+        log.info("credential_saved", name=name, upstream=upstream, version=new_version)
+        return describe(name, record, new_version), current is None
+
+    async def patch(
+        self, name: str, changes: Mapping[str, Any], if_match: int | None = None
+    ) -> dict[str, Any]:
+        """Change non-secret metadata (enabled, public fields, provider_data) with CAS."""
+        record, version = await self.read(name)
+        if if_match is not None and if_match != version:
+            raise SidecarError("SC2003")
+        record = dict(record)
+        if "fields" in changes:
+            spec = self._specs(record["upstream"])
+            bad = [k for k in changes["fields"] if k not in spec.public]
+            if bad:
+                raise SidecarError("SC1002", f"fields.{bad[0]}: not a public field (use PUT)")
+            record["fields"] = {**record["fields"], **changes["fields"]}
+        for key in ("enabled", "provider_data"):
+            if key in changes:
+                record[key] = changes[key]
+        record["updated_at"] = now_iso()
+        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record, cas=version)
+        cached = self._cache.get(name)
+        if cached is not None and cached.version == version:
+            self._remember(
+                replace(
+                    cached,
+                    enabled=bool(record["enabled"]),
+                    fields=dict(record["fields"]),
+                    provider_data=dict(record.get("provider_data") or {}),
+                    version=new_version,
+                    updated_at=_parse(record["updated_at"]),
+                )
+            )
+        else:
+            self._forget(name)
+        log.info("credential_patched", name=name, version=new_version, keys=sorted(changes))
+        return describe(name, record, new_version)
+
+    async def delete(self, name: str) -> None:
+        await self.read(name)
+        await self.vault.kv_delete(f"{FOLDER}/{name}")
+        self._forget(name)
+        log.info("credential_deleted", name=name)
+
+    async def verify_secret(self, name: str, field: str, value: str) -> bool:
+        """Compare a supplied secret with the stored one via transit HMAC; no decryption."""
+        record, _ = await self.read(name)
+        stored = record["secrets"].get(field)
+        if stored is None:
+            raise SidecarError("SC1002", f"{field}: not a secret field of {name!r}")
+        (digest,) = await self.vault.hmac([value], key_version=hmac_key_version(stored["hmac"]))
+        return hmac.compare_digest(digest.encode(), str(stored["hmac"]).encode())
+
+    async def versions(self, name: str) -> list[dict[str, Any]]:
+        meta = await self.vault.kv_metadata(f"{FOLDER}/{name}")
+        if meta is None:
+            raise SidecarError("SC2001", f"Credential {name!r} not found")
+        return [
+            {
+                "version": int(v),
+                "created_at": info.get("created_time"),
+                "deleted_at": info.get("deletion_time") or None,
+                "destroyed": bool(info.get("destroyed")),
+                "current": int(v) == int(meta.get("current_version", 0)),
+            }
+            for v, info in sorted(meta.get("versions", {}).items(), key=lambda kv: int(kv[0]))
+        ]
+
+    # -- keeping the cache true ------------------------------------------------------------
+
+    async def sync(self) -> int:
+        """Re-read records whose KV version changed (another replica wrote); drop deleted ones."""
+        names = set(await self.names())
+        changed = 0
+        for name in list(self._cache):
+            if name not in names:
+                self._forget(name)
+                changed += 1
+        for name in names:
+            meta = await self.vault.kv_metadata(f"{FOLDER}/{name}")
+            cached = self._cache.get(name)
+            if meta is None or (cached and cached.version == int(meta["current_version"])):
+                continue
+            found = await self.vault.kv_read(f"{FOLDER}/{name}")
+            if found is not None:
+                self._remember(await self._decrypt(name, *found))
+                changed += 1
+        self.last_sync = time.monotonic()
+        return changed

@@ -1,0 +1,72 @@
+"""An upstream at run time: its config, its scheme instance and its pooled HTTP session."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from sidecar.config import Config, UpstreamConfig
+from sidecar.errors import SidecarError
+from sidecar.schemes.base import SchemeOptions, UpstreamContext
+from sidecar.schemes.registry import build_scheme
+from sidecar.store import FieldSpec
+
+
+@dataclass(slots=True)
+class Upstream:
+    name: str
+    cfg: UpstreamConfig
+    url: URL
+    scheme: Any
+    spec: FieldSpec
+    hosts: frozenset[str]
+    session: aiohttp.ClientSession | None = field(default=None)
+
+    @classmethod
+    def build(
+        cls, name: str, cfg: UpstreamConfig, specs: list[tuple[str, SchemeOptions]]
+    ) -> Upstream:
+        url = URL(cfg.url)
+        scheme = build_scheme(specs, UpstreamContext(name=name, url=url, timeout=cfg.timeout))
+        spec = FieldSpec(
+            scheme="+".join(n for n, _ in specs),
+            public=tuple(scheme.public_fields),
+            secret=tuple(scheme.secret_fields),
+            optional=tuple(scheme.optional_fields),
+        )
+        hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
+        return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts)
+
+    def open(self) -> aiohttp.ClientSession:
+        """One pooled session per upstream; TLS always verified, optionally with a CA bundle."""
+        ctx = ssl.create_default_context(
+            cafile=str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
+        )
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=256, ttl_dns_cache=300),
+            timeout=aiohttp.ClientTimeout(
+                total=self.cfg.timeout, sock_connect=self.cfg.connect_timeout
+            ),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        )
+        self.scheme.bind(self.session)
+        return self.session
+
+
+def build_upstreams(config: Config) -> dict[str, Upstream]:
+    return {
+        name: Upstream.build(name, cfg, config.schemes[name])
+        for name, cfg in config.upstreams.items()
+    }
+
+
+def field_spec(upstreams: dict[str, Upstream], name: str) -> FieldSpec:
+    if name not in upstreams:
+        raise SidecarError("SC2004", f"Unknown upstream {name!r}")
+    return upstreams[name].spec
