@@ -265,13 +265,13 @@ class Vault:
         )
         log.info("transit_key_created", mount=mount, key=key)
 
-    async def _transit_batch(self, op: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def _transit_batch(
+        self, op: str, items: list[dict[str, Any]], **params: Any
+    ) -> list[dict[str, Any]]:
         url = f"/v1/{self.cfg.transit_mount}/{op}/{self.cfg.transit_key}"
         resp = await self._call(
             f"{self.cfg.transit_mount}/{op}/{self.cfg.transit_key}",
-            self._client.adapter.post,
-            url,
-            json={"batch_input": items},
+            self._client.adapter.post, url, json={"batch_input": items, **params},
         )
         results: list[dict[str, Any]] = resp["data"]["batch_results"]
         if any(r.get("error") for r in results):
@@ -290,10 +290,8 @@ class Vault:
     async def hmac(self, values: list[str], key_version: int | None = None) -> list[str]:
         """Transit HMAC (sha2-256); ``key_version`` pins the version a stored digest used."""
         items: list[dict[str, Any]] = [{"input": _b64(v)} for v in values]
-        if key_version is not None:
-            for item in items:
-                item["key_version"] = key_version
-        return [r["hmac"] for r in await self._transit_batch("hmac", items)]
+        params = {} if key_version is None else {"key_version": key_version}
+        return [r["hmac"] for r in await self._transit_batch("hmac", items, **params)]
 
 
 def _b64(text: str) -> str:
