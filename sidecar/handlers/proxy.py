@@ -142,6 +142,8 @@ async def _stream(request: web.Request) -> AsyncIterator[bytes]:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     rt = runtime(request)
+    if request.method == "CONNECT":
+        return await handle_connect(rt, request)
     upstream, raw_path, raw_query = route(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
@@ -241,6 +243,11 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
 
 def refusal(err: SidecarError) -> web.Response:
     return web.json_response(err.body(), status=err.status, headers={"X-Sidecar-Error": err.code})
+
+
+async def handle_connect(rt: Runtime, request: web.Request) -> web.StreamResponse:
+    """CONNECT: interception lands with the HTTPS-interception work; until then, refused."""
+    raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
 
 
 def build_proxy_app(rt: Runtime) -> web.Application:
