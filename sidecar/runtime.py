@@ -18,6 +18,7 @@ import aiohttp
 from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
+from sidecar.metrics import Metrics
 from sidecar.store import CredentialStore
 from sidecar.upstreams import Upstream, build_upstreams, field_spec
 from sidecar.vault import Vault
@@ -31,6 +32,8 @@ class Runtime:
         self.vault = Vault(config.vault)
         self.upstreams: dict[str, Upstream] = build_upstreams(config)
         self.store = CredentialStore(self.vault, partial(field_spec, self.upstreams))
+        self.metrics = Metrics()
+        self.metrics.watch(self)
         self.bootstrapped = False
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()

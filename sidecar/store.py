@@ -92,6 +92,10 @@ class CredentialStore:
 
     # -- the proxy's side: memory only -----------------------------------------------------
 
+    @property
+    def cached_count(self) -> int:
+        return len(self._cache)
+
     def cached(self, name: str) -> Credential | None:
         cred = self._cache.get(name)
         if cred is None:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.openbao import OpenBao, unique_prefix
+from sidecar.sandbox.openbao import OpenBao, unique_prefix
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from sidecar.handlers.common import runtime
+from sidecar.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -24,3 +25,9 @@ async def readyz(request: web.Request) -> web.Response:
     }
     ready = all(checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    body = runtime(request).metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

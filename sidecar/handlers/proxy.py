@@ -11,6 +11,7 @@ Anything else is refused with 403 before a connection is made: no open proxy, no
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -159,7 +160,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
     outbound = OutboundRequest(
         request.method, url, headers, body if isinstance(body, bytes) else None
     )
-    return await send(request, rt.session_for(upstream.name), scheme, outbound, cred, body)
+    started = time.perf_counter()
+    response = await send(request, rt.session_for(upstream.name), scheme, outbound, cred, body)
+    rt.metrics.observe(upstream.name, response.status, time.perf_counter() - started)
+    return response
 
 
 async def send(
@@ -231,6 +235,7 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
         return response
     except SidecarError as err:
         log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
+        runtime(request).metrics.refused.labels(err.code).inc()
         return refusal(err)
     except web.HTTPException as exc:
         if exc.status == 413:

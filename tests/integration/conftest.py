@@ -14,7 +14,7 @@ from sidecar import config
 from sidecar.app import build_admin_app
 from sidecar.handlers.proxy import build_proxy_app
 from sidecar.runtime import Runtime
-from tests.openbao import ROOT_TOKEN, OpenBao
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
 
 
 @dataclass
@@ -34,8 +34,12 @@ MakeSidecar = Callable[[config.Config], Awaitable[Sidecar]]
 
 def config_dict(addr: str, prefix: str, upstreams: dict[str, Any], **extra: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "vault": {"address": addr, "auth": {"method": "token", "token": ROOT_TOKEN},
-                  "prefix": prefix, "timeout": 2},
+        "vault": {
+            "address": addr,
+            "auth": {"method": "token", "token": ROOT_TOKEN},
+            "prefix": prefix,
+            "timeout": 2,
+        },
         "cache": {"refresh_interval": 3600},
         "upstreams": upstreams,
     }

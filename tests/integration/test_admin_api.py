@@ -28,11 +28,16 @@ def balance_peer() -> web.Application:
 
 
 @pytest.fixture
-async def sidecar(aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar) -> Sidecar:
+async def sidecar(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> Sidecar:
     peer = await aiohttp_server(balance_peer())
     upstream = {
-        "url": str(peer.make_url("/")).rstrip("/"), "scheme": "api_key", "credential": "azupay",
-        "environment": "sandbox", "probe": {"method": "GET", "path": "/v1/balance"},
+        "url": str(peer.make_url("/")).rstrip("/"),
+        "scheme": "api_key",
+        "credential": "azupay",
+        "environment": "sandbox",
+        "probe": {"method": "GET", "path": "/v1/balance"},
     }
     cfg = make_config(
         {"azupay": upstream, "pix-partner": {**upstream, "credential": "pix-partner-pix"}},
@@ -52,7 +57,9 @@ async def test_full_lifecycle_over_http(sidecar: Sidecar) -> None:
     assert r.status == 201 and r.headers["ETag"] == '"1"'
     created = await r.json()
     assert created["fields"] == {} and created["secret_fields"] == ["api_key"]
-    r = await admin.put("/v1/credentials/azupay", json=body("SECR_good_key_2"), headers={"If-Match": '"1"'})
+    r = await admin.put(
+        "/v1/credentials/azupay", json=body("SECR_good_key_2"), headers={"If-Match": '"1"'}
+    )
     assert r.status == 200 and (await r.json())["version"] == 2
     listing = await (await admin.get("/v1/credentials?provider=azupay&enabled=true")).json()
     assert [c["name"] for c in listing["credentials"]] == ["azupay"]
@@ -61,9 +68,17 @@ async def test_full_lifecycle_over_http(sidecar: Sidecar) -> None:
     r = await admin.patch("/v1/credentials/azupay", json={"enabled": False})
     assert (await r.json())["enabled"] is False
     assert (await (await admin.get("/v1/credentials?enabled=true")).json())["credentials"] == []
-    right = await (await admin.post("/v1/credentials/azupay/verify", json={"api_key": "SECR_good_key_2"})).json()
-    wrong = await (await admin.post("/v1/credentials/azupay/verify", json={"api_key": "SECR_good_key_1"})).json()
-    assert right == {"name": "azupay", "is_valid": True, "message": "Credentials verified successfully"}
+    right = await (
+        await admin.post("/v1/credentials/azupay/verify", json={"api_key": "SECR_good_key_2"})
+    ).json()
+    wrong = await (
+        await admin.post("/v1/credentials/azupay/verify", json={"api_key": "SECR_good_key_1"})
+    ).json()
+    assert right == {
+        "name": "azupay",
+        "is_valid": True,
+        "message": "Credentials verified successfully",
+    }
     assert wrong["is_valid"] is False
     versions = await (await admin.get("/v1/credentials/azupay/versions")).json()
     assert [v["version"] for v in versions["versions"]] == [1, 2, 3]
@@ -91,8 +106,12 @@ async def test_rejected_verification_stores_nothing(sidecar: Sidecar) -> None:
 
 async def test_pismo_create_answers_like_seed_000(sidecar: Sidecar) -> None:
     """POST /v1/credentials: "Credential saved", or "<provider> - API Invalid credential"."""
-    ok = {"key": "SECR_good_key_1", "provider": "pix-partner", "type": "PIX",
-          "provider_data": {"client_id": "Jk10014812"}}
+    ok = {
+        "key": "SECR_good_key_1",
+        "provider": "pix-partner",
+        "type": "PIX",
+        "provider_data": {"client_id": "Jk10014812"},
+    }
     r = await sidecar.admin.post("/v1/credentials", json=ok)
     assert await r.json() == {"message": "Credential saved"}
     saved = await (await sidecar.admin.get("/v1/credentials/pix-partner-pix")).json()

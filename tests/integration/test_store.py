@@ -9,16 +9,18 @@ import pytest
 
 from sidecar.config import VaultAuth, VaultConfig
 from sidecar.errors import SidecarError
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
 from sidecar.store import CredentialStore, FieldSpec
 from sidecar.vault import Vault
-from tests.openbao import ROOT_TOKEN, OpenBao
 
 SPEC = FieldSpec(scheme="placetopay", public=("login",), secret=("secret_key",), optional=())
 
 
 def make_store(openbao: OpenBao, prefix: str) -> CredentialStore:
     cfg = VaultConfig(
-        address=openbao.addr, auth=VaultAuth(method="token", token=ROOT_TOKEN), prefix=prefix,
+        address=openbao.addr,
+        auth=VaultAuth(method="token", token=ROOT_TOKEN),
+        prefix=prefix,
         timeout=2,
     )
     return CredentialStore(Vault(cfg), lambda _upstream: SPEC)
@@ -70,8 +72,12 @@ async def test_concurrent_replaces_never_mix(store: CredentialStore) -> None:
     async def replace(i: int) -> str:
         try:
             await store.put(
-                "race", "placetopay", "sandbox",
-                {"login": f"l{i}", "secret_key": f"s{i}-secret"}, {"i": i}, if_match=None,
+                "race",
+                "placetopay",
+                "sandbox",
+                {"login": f"l{i}", "secret_key": f"s{i}-secret"},
+                {"i": i},
+                if_match=None,
             )
             return "ok"
         except SidecarError as exc:
@@ -91,7 +97,9 @@ async def test_if_match_mismatch_is_412(store: CredentialStore) -> None:
     """If-Match with a stale version is refused and nothing changes."""
     await store.put("ifm", "placetopay", "sandbox", {"login": "a", "secret_key": "k-123456"}, {})
     with pytest.raises(SidecarError) as info:
-        await store.put("ifm", "placetopay", "sandbox", {"login": "b", "secret_key": "k-654321"}, {}, if_match=7)
+        await store.put(
+            "ifm", "placetopay", "sandbox", {"login": "b", "secret_key": "k-654321"}, {}, if_match=7
+        )
     assert info.value.code == "SC2003"
     record, version = await store.read("ifm")
     assert record["fields"]["login"] == "a" and version == 1
@@ -111,7 +119,9 @@ async def test_verify_secret_uses_hmac_and_survives_key_rotation(
 async def test_versions_and_delete(store: CredentialStore) -> None:
     """Versions list KV history (metadata only); delete removes record and cache entry."""
     for i in range(3):
-        await store.put("hist", "placetopay", "sandbox", {"login": "a", "secret_key": f"k{i}-xxxx"}, {})
+        await store.put(
+            "hist", "placetopay", "sandbox", {"login": "a", "secret_key": f"k{i}-xxxx"}, {}
+        )
     versions = await store.versions("hist")
     assert [v["version"] for v in versions] == [1, 2, 3]
     assert versions[-1]["current"] and "secret" not in json.dumps(versions)
@@ -125,7 +135,11 @@ async def test_versions_and_delete(store: CredentialStore) -> None:
 async def test_field_spec_refuses_unknown_missing_and_empty(store: CredentialStore) -> None:
     """Bad fields are refused before anything is encrypted or written."""
     before = store.vault.requests
-    for fields in ({"login": "a"}, {"login": "a", "secret_key": ""}, {"login": "a", "secret_key": "x", "extra": "y"}):
+    for fields in (
+        {"login": "a"},
+        {"login": "a", "secret_key": ""},
+        {"login": "a", "secret_key": "x", "extra": "y"},
+    ):
         with pytest.raises(SidecarError) as info:
             await store.put("bad", "placetopay", "sandbox", fields, {})
         assert info.value.code == "SC1002"
@@ -138,4 +152,7 @@ async def test_missing_transit_key_is_created(openbao: OpenBao, prefix: str) -> 
     store.vault.cfg = store.vault.cfg.model_copy(update={"transit_key": f"k-{prefix[-6:]}"})
     await store.vault.login()
     await store.vault.ensure_transit_key()
-    assert openbao.client().secrets.transit.read_key(name=f"k-{prefix[-6:]}")["data"]["type"] == "aes256-gcm96"
+    assert (
+        openbao.client().secrets.transit.read_key(name=f"k-{prefix[-6:]}")["data"]["type"]
+        == "aes256-gcm96"
+    )

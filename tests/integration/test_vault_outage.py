@@ -11,8 +11,8 @@ import yaml
 from aiohttp import web
 
 from sidecar import config
+from sidecar.sandbox.openbao import OpenBao
 from tests.integration.conftest import MakeSidecar, config_dict
-from tests.openbao import OpenBao
 
 
 @pytest.fixture
@@ -34,9 +34,13 @@ async def test_writes_fail_fast_while_paused_and_recover(
     peer_app = web.Application()
     peer_app.router.add_get("/v1/balance", ok)
     peer = await aiohttp_server(peer_app)
-    upstream = {"url": str(peer.make_url("/")).rstrip("/"), "scheme": "api_key",
-                "credential": "azupay", "environment": "sandbox",
-                "probe": {"method": "GET", "path": "/v1/balance"}}
+    upstream = {
+        "url": str(peer.make_url("/")).rstrip("/"),
+        "scheme": "api_key",
+        "credential": "azupay",
+        "environment": "sandbox",
+        "probe": {"method": "GET", "path": "/v1/balance"},
+    }
     data = config_dict(own_openbao.addr, prefix, {"azupay": upstream})
     data["vault"]["timeout"] = 1.5
     sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))

@@ -21,7 +21,8 @@ def test_secret_keys_are_redacted() -> None:
 def test_nested_headers_are_redacted() -> None:
     """Authorization-like headers inside a dict are masked; bodies are dropped."""
     event = redact(
-        None, "info",
+        None,
+        "info",
         {"event": "x", "headers": {"Authorization": "Bearer abc", "Accept": "json"}, "body": "{}"},
     )
     assert event["headers"] == {"Authorization": REDACTED, "Accept": "json"}
@@ -32,7 +33,11 @@ def test_known_secret_values_are_scrubbed_anywhere() -> None:
     """A secret the store holds is scrubbed even from free text and the event name."""
     SECRETS.add(["very-distinct-secret-42"])
     try:
-        event = redact(None, "info", {"event": "saw very-distinct-secret-42", "note": "very-distinct-secret-42!"})
+        event = redact(
+            None,
+            "info",
+            {"event": "saw very-distinct-secret-42", "note": "very-distinct-secret-42!"},
+        )
         assert "very-distinct-secret-42" not in json.dumps(event)
     finally:
         SECRETS.discard(["very-distinct-secret-42"])

