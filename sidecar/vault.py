@@ -271,7 +271,9 @@ class Vault:
         url = f"/v1/{self.cfg.transit_mount}/{op}/{self.cfg.transit_key}"
         resp = await self._call(
             f"{self.cfg.transit_mount}/{op}/{self.cfg.transit_key}",
-            self._client.adapter.post, url, json={"batch_input": items, **params},
+            self._client.adapter.post,
+            url,
+            json={"batch_input": items, **params},
         )
         results: list[dict[str, Any]] = resp["data"]["batch_results"]
         if any(r.get("error") for r in results):
