@@ -1,0 +1,110 @@
+"""Composite schemes: parts sign in order; one part's retry is re-signed by the later parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from multidict import CIMultiDict
+from yarl import URL
+
+from sidecar.schemes.base import (
+    AuthFlow,
+    Credential,
+    OutboundRequest,
+    SchemeBase,
+    UpstreamContext,
+    UpstreamResponse,
+)
+from sidecar.schemes.composite import Composite
+
+CTX = UpstreamContext(name="up", url=URL("https://provider.test"))
+NOW = datetime.now(UTC)
+CRED = Credential(
+    name="c",
+    upstream="up",
+    scheme="a+b",
+    environment="sandbox",
+    enabled=True,
+    fields={"client_id": "id"},
+    secrets={"client_secret": "s", "hmac_key": "h"},
+    provider_data={},
+    version=1,
+    created_at=NOW,
+    updated_at=NOW,
+)
+
+
+class Token(SchemeBase):
+    """Bearer with a generation number; refreshes once on 401."""
+
+    public_fields = ("client_id",)
+    secret_fields = ("client_secret",)
+    replays_request = True
+
+    def __init__(self) -> None:
+        self.generation = 1
+
+    async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
+        request.headers["Authorization"] = f"Bearer t{self.generation}"
+        response = yield request
+        if response.status == 401:
+            self.generation += 1
+            request.headers["Authorization"] = f"Bearer t{self.generation}"
+            yield request
+
+
+class Sign(SchemeBase):
+    """Signs whatever Authorization it sees, so a stale signature is detectable."""
+
+    secret_fields = ("hmac_key",)
+    optional_fields = ()
+
+    async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
+        request.headers["X-Signature"] = "sig(" + request.headers["Authorization"] + ")"
+        yield request
+
+    async def verify(self, cred: Credential, http: Any) -> None:
+        return None
+
+
+def request() -> OutboundRequest:
+    return OutboundRequest("GET", URL("https://provider.test/x"), CIMultiDict())
+
+
+async def test_parts_apply_in_order_and_fields_union() -> None:
+    """Both headers are set and the declared fields are the union."""
+    scheme = Composite([Token(), Sign()], CTX)
+    assert scheme.public_fields == ("client_id",)
+    assert scheme.secret_fields == ("client_secret", "hmac_key")
+    assert scheme.replays_request and not scheme.requires_request_body
+    flow = scheme.auth_flow(request(), CRED)
+    sent = await flow.__anext__()
+    assert sent.headers["X-Signature"] == "sig(Bearer t1)"
+
+
+async def test_retry_is_resigned_by_later_parts_and_happens_once() -> None:
+    """A 401 makes the token part retry; the signature covers the new token; no third send."""
+    scheme = Composite([Token(), Sign()], CTX)
+    flow = scheme.auth_flow(request(), CRED)
+    await flow.__anext__()
+    retry = await flow.asend(UpstreamResponse(401, CIMultiDict()))
+    assert retry.headers["Authorization"] == "Bearer t2"
+    assert retry.headers["X-Signature"] == "sig(Bearer t2)"
+    try:
+        await flow.asend(UpstreamResponse(401, CIMultiDict()))
+    except StopAsyncIteration:
+        pass
+    else:
+        raise AssertionError("a second retry was yielded")
+
+
+async def test_success_ends_the_flow() -> None:
+    """A 200 ends the flow without a retry."""
+    flow = Composite([Token(), Sign()], CTX).auth_flow(request(), CRED)
+    await flow.__anext__()
+    try:
+        await flow.asend(UpstreamResponse(200, CIMultiDict()))
+    except StopAsyncIteration:
+        return
+    raise AssertionError("flow yielded after a 200")
