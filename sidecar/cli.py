@@ -27,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_or_exit(args.config)
     configure(cfg.logging.level, cfg.logging.format)
-    _run_loop(serve(cfg))
+    _run_loop(serve(cfg, args.config))
     return 0
 
 

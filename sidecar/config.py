@@ -71,6 +71,7 @@ class ListenConfig(_Model):
     proxy: str = "127.0.0.1:8080"
     admin: str = "127.0.0.1:8099"
     health: str | None = Field(None, description="optional health-only listener for kubelet")
+    shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
 
     @field_validator("proxy", "admin", "health")
     @classmethod
@@ -149,6 +150,9 @@ class Config(_Model):
     logging: LoggingConfig = LoggingConfig()
     cache: CacheConfig = CacheConfig()
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    upstream_grace: float = Field(
+        60.0, ge=0, description="seconds a replaced upstream's pool lives on after a reload"
+    )
     # Filled by load(): validated options per upstream, in scheme order.
     schemes: dict[str, list[tuple[str, SchemeOptions]]] = Field(default_factory=dict)
 

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import random
 import time
-from functools import partial
 
 import aiohttp
 
@@ -19,8 +18,8 @@ from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.metrics import Metrics
-from sidecar.store import CredentialStore
-from sidecar.upstreams import Upstream, build_upstreams, field_spec
+from sidecar.store import CredentialStore, FieldSpec
+from sidecar.upstreams import Upstream, build_upstreams
 from sidecar.vault import Vault
 
 log = get_logger("sidecar.runtime")
@@ -31,7 +30,7 @@ class Runtime:
         self.config = config
         self.vault = Vault(config.vault)
         self.upstreams: dict[str, Upstream] = build_upstreams(config)
-        self.store = CredentialStore(self.vault, partial(field_spec, self.upstreams))
+        self.store = CredentialStore(self.vault, self.field_spec)
         self.metrics = Metrics()
         self.metrics.watch(self)
         self.bootstrapped = False
@@ -47,6 +46,51 @@ class Runtime:
         if name not in self.upstreams:
             raise SidecarError("SC2004", f"Unknown upstream {name!r}")
         return self.upstreams[name]
+
+    def field_spec(self, upstream: str) -> FieldSpec:
+        return self.upstream(upstream).spec
+
+    def reload(self, config: Config) -> list[str]:
+        """Swap in a new, already validated config; returns what needs a restart to apply.
+
+        Unchanged upstreams keep their object (pool, token cache); changed ones get a new one,
+        and the old pool is closed after in-flight requests had time to finish.
+        """
+        needs_restart = [
+            section
+            for section in ("vault", "listen", "admin")
+            if getattr(config, section) != getattr(self.config, section)
+        ]
+        fresh = build_upstreams(config)
+        kept: dict[str, Upstream] = {}
+        retired: list[Upstream] = []
+        for name, upstream in fresh.items():
+            old = self.upstreams.get(name)
+            if old is not None and old.cfg == upstream.cfg and old.specs == upstream.specs:
+                kept[name] = old
+            else:
+                upstream.open()
+                kept[name] = upstream
+                if old is not None:
+                    retired.append(old)
+        retired += [u for n, u in self.upstreams.items() if n not in fresh]
+        self.upstreams = kept
+        self.config = config.model_copy(update={s: getattr(self.config, s) for s in needs_restart})
+        if retired:
+            self._tasks.append(asyncio.create_task(self._retire(retired), name="retire-pools"))
+        log.info(
+            "config_reloaded",
+            upstreams=len(kept),
+            replaced=len(retired),
+            restart_needed=needs_restart,
+        )
+        return needs_restart
+
+    async def _retire(self, upstreams: list[Upstream]) -> None:
+        await asyncio.sleep(self.config.upstream_grace)
+        for upstream in upstreams:
+            if upstream.session is not None:
+                await upstream.session.close()
 
     def session_for(self, name: str) -> aiohttp.ClientSession:
         session = self.upstream(name).session

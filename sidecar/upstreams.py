@@ -10,7 +10,6 @@ import aiohttp
 from yarl import URL
 
 from sidecar.config import Config, UpstreamConfig
-from sidecar.errors import SidecarError
 from sidecar.schemes.base import SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec
@@ -24,6 +23,7 @@ class Upstream:
     scheme: Any
     spec: FieldSpec
     hosts: frozenset[str]
+    specs: list[tuple[str, SchemeOptions]]
     session: aiohttp.ClientSession | None = field(default=None)
 
     @classmethod
@@ -39,7 +39,7 @@ class Upstream:
             optional=tuple(scheme.optional_fields),
         )
         hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
-        return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts)
+        return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts, specs=specs)
 
     def open(self) -> aiohttp.ClientSession:
         """One pooled session per upstream; TLS always verified, optionally with a CA bundle."""
@@ -64,9 +64,3 @@ def build_upstreams(config: Config) -> dict[str, Upstream]:
         name: Upstream.build(name, cfg, config.schemes[name])
         for name, cfg in config.upstreams.items()
     }
-
-
-def field_spec(upstreams: dict[str, Upstream], name: str) -> FieldSpec:
-    if name not in upstreams:
-        raise SidecarError("SC2004", f"Unknown upstream {name!r}")
-    return upstreams[name].spec
