@@ -98,6 +98,15 @@ class CacheConfig(_Model):
     max_stale: float = Field(3600.0, ge=0, description="serve cached creds this long in an outage")
 
 
+class InterceptConfig(_Model):
+    """HTTPS interception for SDKs that hard-code https:// (see docs/interception.md)."""
+
+    enabled: bool = Field(False, description="terminate CONNECT to configured upstream hosts")
+    ca_cert_path: Path | None = Field(None, description="where to write the CA certificate (PEM)")
+    leaf_ttl_hours: int = Field(24, gt=0, le=24 * 30, description="lifetime of a host certificate")
+    ca_ttl_days: int = Field(30, gt=0, le=3650, description="lifetime of the in-memory CA")
+
+
 class UpstreamConfig(BaseModel):
     """One provider. Scheme options sit beside these keys and are checked by the scheme."""
 
@@ -149,6 +158,7 @@ class Config(_Model):
     admin: AdminConfig = AdminConfig()
     logging: LoggingConfig = LoggingConfig()
     cache: CacheConfig = CacheConfig()
+    intercept: InterceptConfig = InterceptConfig()
     upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
     upstream_grace: float = Field(
         60.0, ge=0, description="seconds a replaced upstream's pool lives on after a reload"
