@@ -20,6 +20,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from sidecar import intercept
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
@@ -145,7 +146,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     rt = runtime(request)
     if request.method == "CONNECT":
         return await handle_connect(rt, request)
-    upstream, raw_path, raw_query = route(rt, request)
+    upstream, raw_path, raw_query = request.app.get(ROUTER, route)(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
@@ -251,14 +252,34 @@ def refusal(err: SidecarError) -> web.Response:
 
 
 async def handle_connect(rt: Runtime, request: web.Request) -> web.StreamResponse:
-    """CONNECT: interception lands with the HTTPS-interception work; until then, refused."""
-    raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
+    """CONNECT is never a blind tunnel: only interception of a configured host (intercept.py)."""
+    interceptor = request.app.get(intercept.INTERCEPTOR)
+    if interceptor is None:
+        raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
+    return await interceptor.connect(request)
 
 
-def build_proxy_app(rt: Runtime) -> web.Application:
+@web.middleware
+async def connect_dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's router cannot match an authority-form target, so CONNECT is taken here."""
+    if request.method == "CONNECT":
+        return await handle_connect(runtime(request), request)
+    response: web.StreamResponse = await handler(request)
+    return response
+
+
+# Only the inner app of intercepted TLS connections routes differently (by the CONNECT host).
+ROUTER: web.AppKey[intercept.Router] = web.AppKey("router")
+
+
+def build_proxy_app(rt: Runtime, *, router: intercept.Router | None = None) -> web.Application:
     from sidecar.handlers.common import RUNTIME
 
-    app = web.Application(middlewares=[proxy_errors], client_max_size=1024**3)
+    app = web.Application(middlewares=[proxy_errors, connect_dispatch], client_max_size=1024**3)
     app[RUNTIME] = rt
+    if router is not None:
+        app[ROUTER] = router
+    elif rt.config.intercept.enabled:
+        intercept.install(app, rt, lambda r: build_proxy_app(rt, router=r))
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
