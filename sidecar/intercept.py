@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from yarl import URL
 
 from sidecar.ca import Authority, is_dns_name, server_context
 from sidecar.errors import SidecarError
@@ -156,8 +155,8 @@ class Interceptor:
         target = request.raw_path
         if not target.startswith("/"):
             raise SidecarError("SC4011", "Intercepted requests must use origin-form targets")
-        named = URL(f"https://{request.headers.get('Host', '')}/")
-        if named.raw_host is None or named.raw_host.lower() != host or named.port != 443:
+        name, _, port = request.headers.get("Host", "").lower().partition(":")
+        if name != host or not (port == "" or port.isdigit()):
             raise SidecarError("SC4001", f"Host header does not match the tunnel to {host!r}")
         upstream = self.upstream_for(host)
         if upstream is None:
