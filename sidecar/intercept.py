@@ -112,6 +112,7 @@ class Interceptor:
         return host
 
     async def connect(self, request: web.Request) -> web.StreamResponse:
+        """Authorize, answer 200, serve the TLS connection; returns once the client is gone."""
         host = self.authorize(request)
         ctx = self.context(host)
         outer, transport = request.protocol, request.transport
@@ -128,10 +129,9 @@ class Interceptor:
         return web.Response(status=200)
 
     async def _serve(
-        self, transport: asyncio.BaseTransport, tunnel: _Tunnel, ctx: ssl.SSLContext, host: str
+        self, transport: asyncio.Transport, tunnel: _Tunnel, ctx: ssl.SSLContext, host: str
     ) -> None:
         loop = asyncio.get_running_loop()
-        assert isinstance(transport, asyncio.Transport)
         transport.write(ESTABLISHED)
         try:
             tls = await loop.start_tls(
