@@ -173,6 +173,17 @@ class Interceptor:
             "intercept_ready", hosts=sorted(self.authority.hosts), ca_file=self.cfg.ca_cert_path
         )
 
+    async def drain(self) -> None:
+        """Graceful stop: in-flight intercepted requests finish, idle tunnels close now.
+
+        Runs on the proxy app's shutdown, before its own connections are waited for: each open
+        tunnel keeps a CONNECT request busy, so an idle one would otherwise hold the whole grace.
+        """
+        server = self._runner.server if self._runner is not None else None
+        if server is not None:
+            server.pre_shutdown()
+            await server.shutdown(self.rt.config.listen.shutdown_grace)
+
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
@@ -239,6 +250,7 @@ def install(
         await interceptor.stop()
 
     app.cleanup_ctx.append(ctx)
+    app.on_shutdown.append(lambda _app: interceptor.drain())
     return interceptor
 
 
