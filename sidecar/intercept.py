@@ -83,9 +83,9 @@ class Interceptor:
         self.write_bundle()
         log.warning("intercept_ca_rotated", reason=reason, not_after=str(self.authority.not_after))
 
-    def context(self, host: str) -> ssl.SSLContext:
+    def context(self, host: str, now: datetime | None = None) -> ssl.SSLContext:
         """The cached TLS context for ``host``; re-issued after two thirds of the leaf's life."""
-        now = datetime.now(UTC)
+        now = now or datetime.now(UTC)
         ttl = timedelta(hours=self.cfg.leaf_ttl_hours)
         if not self.authority.permits(host):
             self.rotate("host added by a config reload")
