@@ -60,7 +60,7 @@ def encodings(key: ec.EllipticCurvePrivateKey) -> dict[str, bytes]:
     return forms
 
 
-def written_files(*roots: Path) -> Iterator[Path]:
+def written_files(*roots: Path) -> Iterator[tuple[Path, bytes]]:
     """Files under the roots changed since this module was imported (the CA file included)."""
     for root in roots:
         for folder, _, names in os.walk(root):
@@ -68,10 +68,10 @@ def written_files(*roots: Path) -> Iterator[Path]:
                 path = Path(folder, name)
                 try:
                     st = path.stat()
-                except OSError:
+                    if path.is_file() and st.st_mtime >= START - 1 and st.st_size < 16 * 2**20:
+                        yield path, path.read_bytes()
+                except OSError:  # another process's file, gone or unreadable meanwhile
                     continue
-                if path.is_file() and st.st_mtime >= START - 1 and st.st_size < 16 * 2**20:
-                    yield path
 
 
 async def session(it: Intercepting) -> list[bytes]:
@@ -103,8 +103,8 @@ async def test_ca_private_key_appears_in_no_file_log_or_response(
     logs = json_logs.getvalue().encode() + caplog.text.encode()
     assert b"intercept_leaf_issued" in logs
     places = {"logs": logs, **{f"answer {i}": a for i, a in enumerate(answers)}}
-    for path in written_files(tmp_path, Path(tempfile.gettempdir())):
-        places[str(path)] = path.read_bytes()
+    for path, data in written_files(tmp_path, Path(tempfile.gettempdir())):
+        places[str(path)] = data
     assert str(intercepting.ca_file) in places
     key = interceptor.authority._key  # read only to know what to look for
     for form, needle in encodings(key).items():
