@@ -72,6 +72,17 @@ def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> 
     return event_dict
 
 
+class _QuietParserErrors(logging.Filter):
+    """aiohttp logs a refused request with the offending header line: keep only the verdict."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__module__.startswith("aiohttp.http_exceptions"):
+            record.msg, record.args, record.exc_info = f"refused: {type(exc).__name__}", (), None
+            record.exc_text = None
+        return True
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
     """JSON lines by default, a console renderer on a terminal (``fmt: auto``)."""
     stream = stream or sys.stderr
@@ -81,6 +92,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         if use_console
         else structlog.processors.JSONRenderer()
     )
+    logging.getLogger("aiohttp.server").addFilter(_QuietParserErrors())
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

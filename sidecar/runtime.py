@@ -31,12 +31,12 @@ class Runtime:
         self.vault = Vault(config.vault)
         self.upstreams: dict[str, Upstream] = build_upstreams(config)
         self.store = CredentialStore(self.vault, self.field_spec)
-        self.metrics = Metrics()
-        self.metrics.watch(self)
         self.bootstrapped = False
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.metrics = Metrics()
+        self.metrics.watch(self)
 
     @property
     def ready(self) -> bool:

@@ -41,6 +41,12 @@ class Upstream:
         hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
         return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts, specs=specs)
 
+    def accepts(self, host: str, port: int | None) -> bool:
+        """Forward-proxy match: a declared name on a default port, or exactly the url's origin."""
+        if port in (None, 80, 443) and host in self.hosts:
+            return True
+        return host == (self.url.host or "").lower() and port == self.url.port
+
     def open(self) -> aiohttp.ClientSession:
         """One pooled session per upstream; TLS always verified, optionally with a CA bundle."""
         ctx = ssl.create_default_context(

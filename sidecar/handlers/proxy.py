@@ -57,7 +57,7 @@ def route(rt: Runtime, request: web.Request) -> tuple[Upstream, str, str]:
         url = URL(target, encoded=True)
         host = (url.host or "").lower()
         for upstream in rt.upstreams.values():
-            if host in upstream.hosts:
+            if upstream.accepts(host, url.explicit_port):
                 return upstream, url.raw_path, url.raw_query_string
         raise SidecarError("SC4001", f"Host {host!r} is not a configured upstream")
     path, _, query = target.partition("?")

@@ -32,20 +32,19 @@ def builtin_schemes() -> dict[str, Any]:
 
 
 @cache
-def all_schemes() -> dict[str, Any]:
-    """Built-ins first; a plugin may add a name but never replace a built-in."""
-    found = dict(builtin_schemes())
-    for ep in entry_points(group="sidecar.schemes"):
-        if ep.name not in found:
-            found[ep.name] = ep.load()
-    return found
+def _plugins() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="sidecar.schemes") if ep.name not in _BUILTINS}
 
 
 def scheme_class(name: str) -> Any:
-    schemes = all_schemes()
-    if name not in schemes:
-        raise KeyError(f"unknown scheme {name!r}; known: {', '.join(sorted(schemes))}")
-    return schemes[name]
+    """Import only the scheme asked for: a broken plugin cannot break the built-ins."""
+    if name in _BUILTINS:
+        return _load(_BUILTINS[name])
+    plugins = _plugins()
+    if name not in plugins:
+        known = sorted({*_BUILTINS, *plugins})
+        raise KeyError(f"unknown scheme {name!r}; known: {', '.join(known)}")
+    return plugins[name].load()
 
 
 def build_scheme(specs: list[tuple[str, SchemeOptions]], upstream: UpstreamContext) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
 
@@ -92,8 +93,9 @@ async def test_path_mode_injects_key_and_strips_hop_by_hop(
 ) -> None:
     """/<upstream>/<path>?q reaches the upstream with the key; hop-by-hop headers dropped both ways."""
     echo, _ = echo_server
-    r = await sidecar.proxy.post(
-        "/echo/v1/pay%20ments?x=1&y=%2F",
+    raw = f"http://{sidecar.proxy.host}:{sidecar.proxy.port}/echo/v1/pay%20ments?x=1&y=%2F"
+    r = await sidecar.proxy.session.post(
+        URL(raw, encoded=True),
         data=b"hello",
         headers={
             "Proxy-Authorization": "Basic zzz",
@@ -260,7 +262,7 @@ async def test_control_characters_in_headers_refused(
     await writer.drain()
     raw = await reader.read()
     writer.close()
-    assert raw.startswith(b"HTTP/1.1 400")
+    assert raw.split(b" ")[1] == b"400"  # refused by aiohttp's parser or by the proxy
     assert len(echo.seen) == before
 
 
