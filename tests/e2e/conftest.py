@@ -1,0 +1,101 @@
+"""Run `sidecar run` as a real process: signals, reloads and its stderr are what we test."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[bytes]
+    config_path: Path
+    stderr_path: Path
+    admin: str
+    proxy: str
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait_ready(self, timeout: float = 20.0) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sidecar exited: {self.stderr()[-2000:]}")
+            try:
+                if requests.get(f"{self.admin}/readyz", timeout=1).status_code == 200:
+                    return time.monotonic() - started
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        raise TimeoutError(self.stderr()[-2000:])
+
+
+def write_config(
+    path: Path, openbao: OpenBao, prefix: str, upstreams: dict[str, Any], **extra: Any
+) -> None:
+    data: dict[str, Any] = {
+        "vault": {
+            "address": openbao.addr,
+            "auth": {"method": "token", "token": ROOT_TOKEN},
+            "prefix": prefix,
+            "timeout": 2,
+        },
+        "listen": {
+            "proxy": f"127.0.0.1:{free_port()}",
+            "admin": f"127.0.0.1:{free_port()}",
+            "shutdown_grace": 10,
+        },
+        "logging": {"format": "json"},
+        "upstreams": upstreams,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(data))
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path) -> Iterator[Any]:
+    procs: list[Process] = []
+
+    def start(config_path: Path) -> Process:
+        cfg = yaml.safe_load(config_path.read_text())
+        err = tmp_path / f"stderr-{len(procs)}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
+        with err.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        p = Process(
+            proc,
+            config_path,
+            err,
+            f"http://{cfg['listen']['admin']}",
+            f"http://{cfg['listen']['proxy']}",
+        )
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.send_signal(signal.SIGKILL)
+            p.proc.wait()
