@@ -54,21 +54,25 @@ class Vault:
         self.errors = 0
         self.authenticated = False
         self._renew_at: float | None = None
+        self._login_ttl = 0.0
         self._login_lock = asyncio.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        result = await self._call_or_missing(what, fn, *args, **kwargs)
+    async def _call(
+        self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
+    ) -> T:
+        """Like ``_call_or_missing``, but a 404 is an error. Auth calls pass may_relogin=False."""
+        result = await self._call_or_missing(what, fn, *args, may_relogin=may_relogin, **kwargs)
         if result is None:
             raise SidecarError("SC3003", f"Vault has nothing at {what}")
         return result
 
     async def _call_or_missing(
-        self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any
+        self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
     ) -> T | None:
         """Run one hvac call in a thread; ``None`` when Vault answers 404."""
-        for attempt in range(2):
+        for attempt in range(2 if may_relogin else 1):
             self.requests += 1
             try:
                 result = await asyncio.to_thread(fn, *args, **kwargs)
@@ -78,7 +82,12 @@ class Vault:
                 self.errors += 1
                 if self._on_request:
                     self._on_request(what, False)
-                if isinstance(exc, hv.Forbidden) and attempt == 0 and await self._relogin():
+                if (
+                    isinstance(exc, hv.Forbidden)
+                    and may_relogin
+                    and attempt == 0
+                    and await self._relogin()
+                ):
                     continue
                 raise _map_error(exc, what) from None
             if self._on_request:
@@ -102,6 +111,7 @@ class Vault:
         async with self._login_lock:
             auth = self.cfg.auth
             ttl = await self._login(auth)
+            self._login_ttl = ttl
             self.authenticated = True
             self._renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
             log.info("vault_authenticated", method=auth.method, ttl=ttl)
@@ -110,13 +120,16 @@ class Vault:
         client = self._client
         if auth.method == "token":
             client.token = _token(auth)
-            data = await self._call("auth/token/lookup-self", client.auth.token.lookup_self)
+            data = await self._call(
+                "auth/token/lookup-self", client.auth.token.lookup_self, may_relogin=False
+            )
             return float(data["data"].get("ttl") or 0)
         if auth.method == "approle":
             secret_id = _read_secret(auth.secret_id, auth.secret_id_file, "secret_id")
             resp = await self._call(
                 "approle login",
                 client.auth.approle.login,
+                may_relogin=False,
                 role_id=auth.role_id,
                 secret_id=secret_id,
                 mount_point=auth.mount or "approle",
@@ -127,6 +140,7 @@ class Vault:
             resp = await self._call(
                 "kubernetes login",
                 client.auth.kubernetes.login,
+                may_relogin=False,
                 role=auth.role,
                 jwt=jwt,
                 mount_point=auth.mount or "kubernetes",
@@ -137,7 +151,9 @@ class Vault:
     async def check_token(self) -> bool:
         """Readiness: is the current token still accepted?"""
         try:
-            await self._call("auth/token/lookup-self", self._client.auth.token.lookup_self)
+            await self._call(
+                "auth/token/lookup-self", self._client.auth.token.lookup_self, may_relogin=False
+            )
         except SidecarError:
             self.authenticated = False
             return False
@@ -166,16 +182,25 @@ class Vault:
                 delay = min(delay * 2, 60.0)
 
     async def _renew_or_login(self) -> None:
+        """Renew; once the renewed TTL is cut short (max TTL ahead), log in afresh instead."""
         try:
-            resp = await self._call("auth/token/renew-self", self._client.auth.token.renew_self)
+            resp = await self._call(
+                "auth/token/renew-self", self._client.auth.token.renew_self, may_relogin=False
+            )
             ttl = float(resp["auth"].get("lease_duration") or 0)
-            self._renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
-            self.authenticated = True
-            log.info("vault_token_renewed", ttl=ttl)
         except SidecarError:
             if self.cfg.auth.method == "token":
                 raise
             await self.login()
+            return
+        capped = ttl < self._login_ttl * (1 - self.cfg.renew_fraction)
+        if capped and self.cfg.auth.method != "token":
+            log.info("vault_token_near_max_ttl", ttl=ttl)
+            await self.login()
+            return
+        self._renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
+        self.authenticated = True
+        log.info("vault_token_renewed", ttl=ttl)
 
     # -- KV v2 ----------------------------------------------------------------------------
 
