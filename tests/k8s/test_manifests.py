@@ -214,3 +214,14 @@ def test_injector_deployment_runs_the_same_image_hardened() -> None:
     assert args["tls-cert"].startswith(container["volumeMounts"][0]["mountPath"])
     assert container["securityContext"] == patch.SECURITY_CONTEXT
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+
+
+def test_cli_certificate_defaults_name_the_manifests_service() -> None:
+    """`sidecar injector --write-certs` defaults to the Service the webhook calls."""
+    from sidecar.injector.cli import parser
+
+    docs = load_kustomization(K8S / "injector/base")
+    (hook,) = find(docs, "MutatingWebhookConfiguration")["webhooks"]
+    defaults = parser().parse_args([])
+    service = hook["clientConfig"]["service"]
+    assert (defaults.service, defaults.namespace) == (service["name"], service["namespace"])
