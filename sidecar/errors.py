@@ -64,6 +64,11 @@ CODES: dict[str, Code] = {
         Code("SC4009", 400, "Request body is not what the upstream's scheme needs"),
         Code("SC4010", 400, "Invalid header value"),
         Code("SC4011", 400, "Malformed proxy request"),
+        Code(
+            "SC4012",
+            503,
+            "Cached credential is older than cache.max_stale and Vault is unreachable",
+        ),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

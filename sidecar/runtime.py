@@ -39,6 +39,11 @@ class Runtime:
         self.metrics.watch(self)
 
     @property
+    def stale_after(self) -> float:
+        """Past this age the cache has missed a sync: serving from it is a stale serve."""
+        return 2 * self.config.cache.refresh_interval + 2 * self.config.vault.timeout
+
+    @property
     def ready(self) -> bool:
         return self.bootstrapped and self.vault.authenticated
 
@@ -134,7 +139,13 @@ class Runtime:
                 if changed:
                     log.info("cache_synced", changed=changed)
             except SidecarError as exc:
-                log.warning("cache_sync_failed", code=exc.code)
+                age = time.monotonic() - (self.store.last_sync or self.started_at)
+                log.warning(
+                    "cache_sync_failed_serving_stale",
+                    code=exc.code,
+                    age_seconds=round(age, 1),
+                    max_stale=self.config.cache.max_stale,
+                )
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -151,3 +162,4 @@ class Runtime:
         for upstream in self.upstreams.values():
             if upstream.session is not None:
                 await upstream.session.close()
+        self.vault.close()

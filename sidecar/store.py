@@ -89,6 +89,7 @@ class CredentialStore:
         self.last_sync: float | None = None
         self.cache_hits = 0
         self.cache_misses = 0
+        self.stale_serves = 0
 
     # -- the proxy's side: memory only -----------------------------------------------------
 

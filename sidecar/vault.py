@@ -1,8 +1,10 @@
 """Async facade over hvac: login, renewal, KV v2 and transit.
 
-hvac is synchronous, so every call goes through ``asyncio.to_thread`` here and nowhere else;
-the event loop never blocks on Vault. One table maps Vault's answers to sidecar errors, and
-messages name the path and the missing capability, never a value.
+hvac is synchronous, so every call runs in a worker thread here and nowhere else; the event
+loop never blocks on Vault. The threads are Vault's own small pool rather than the loop's
+default executor: during an outage each call hangs for ``vault.timeout``, and a saturated
+default executor would stall DNS look-ups on the proxy's path. One table maps Vault's answers
+to sidecar errors, and messages name the path and the missing capability, never a value.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import hvac
@@ -56,6 +60,7 @@ class Vault:
         self._renew_at: float | None = None
         self._login_ttl = 0.0
         self._login_lock = asyncio.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vault")
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -75,7 +80,8 @@ class Vault:
         for attempt in range(2 if may_relogin else 1):
             self.requests += 1
             try:
-                result = await asyncio.to_thread(fn, *args, **kwargs)
+                call = functools.partial(fn, *args, **kwargs)
+                result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
             except hv.InvalidPath:
                 return None
             except (hv.VaultError, requests.RequestException) as exc:
@@ -104,6 +110,10 @@ class Vault:
         except SidecarError:
             return False
         return True
+
+    def close(self) -> None:
+        """Stop the worker threads; calls still hanging on a dead Vault end at their timeout."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- auth -----------------------------------------------------------------------------
 

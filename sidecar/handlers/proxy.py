@@ -118,10 +118,14 @@ def usable_credential(rt: Runtime, upstream: Upstream, cred: Credential | None) 
 
 
 async def _credential(rt: Runtime, upstream: Upstream) -> Credential | None:
-    cred = rt.store.cached(upstream.cfg.credential)
-    if cred is None and not rt.bootstrapped:
-        cred = await rt.store.get(upstream.cfg.credential)  # before the first sync only
-    return cred
+    if not rt.bootstrapped:
+        return await rt.store.get(upstream.cfg.credential)  # before the first sync only
+    age = time.monotonic() - (rt.store.last_sync or 0.0)
+    if age > rt.stale_after:
+        rt.store.stale_serves += 1
+        if age > rt.config.cache.max_stale:
+            raise SidecarError("SC4012")
+    return rt.store.cached(upstream.cfg.credential)
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
