@@ -34,7 +34,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from sidecar.dev import main as dev_main
 
-    return int(dev_main(args.config))
+    return int(dev_main(args.config, once=args.once))
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -77,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
     dev = sub.add_parser("dev", help="OpenBao dev server + sandbox providers + sidecar")
     dev.add_argument("--config", default="config/dev.yaml")
+    dev.add_argument("--once", action="store_true", help="run the demo calls, then exit")
     dev.set_defaults(func=cmd_dev)
     cfg = sub.add_parser("config", help="check a config file or print its JSON Schema")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True)

