@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -22,8 +23,11 @@ from sidecar.logging import get_logger
 from sidecar.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# \Z, not $: "$" also matches before a trailing newline ("abc\n" would pass).
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
+_VERSION = re.compile(r'(?:W/)?"?([0-9]{1,18})"?')
+MAX_DEPTH = 32
 M = TypeVar("M", bound=BaseModel)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,11 +50,17 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise SidecarError("SC1008")
     raw = await request.read()
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+    except (ValueError, RecursionError):
         raise SidecarError("SC1001") from None
     if not isinstance(data, dict):
         raise SidecarError("SC1002", "Request body must be a JSON object")
+    if _deeper_than(data, MAX_DEPTH):
+        raise SidecarError("SC1002", f"body: nested deeper than {MAX_DEPTH} levels")
+    try:  # a lone surrogate ("\ud800") parses but can be neither stored nor encrypted
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise SidecarError("SC1001", "Request body holds an unpaired surrogate") from None
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -60,14 +70,36 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise SidecarError("SC1002", "; ".join(problems)) from None
 
 
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON; Python accepts them, Vault does not."""
+    raise ValueError(name)
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 overflows to inf
+        raise ValueError(text)
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Bounded by ``limit`` itself, so the check cannot recurse deeply."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return limit == 0 or any(_deeper_than(v, limit - 1) for v in value)
+    return False
+
+
 def if_match(request: web.Request) -> int | None:
+    """``5``, ``"5"`` or ``W/"5"``; ASCII digits only ("²".isdigit() is true, int() fails)."""
     value = request.headers.get("If-Match")
     if value is None:
         return None
-    value = value.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    match = _VERSION.fullmatch(value.strip())
+    if match is None:
         raise SidecarError("SC2003", "If-Match must be a version number")
-    return int(value)
+    return int(match.group(1))
 
 
 def json_response(body: Any, status: int = 200, version: int | None = None) -> web.Response:
@@ -94,7 +126,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         code = _HTTP_CODES.get(exc.status)
         if code is None:
             raise
-        return error_response(SidecarError(code))
+        response = error_response(SidecarError(code))
+        if "Allow" in exc.headers:  # RFC 9110: a 405 must say which methods are allowed
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception:
         log.exception("admin_unhandled", path=request.path)
         return error_response(SidecarError("SC1000"))
