@@ -63,7 +63,7 @@ class Runtime:
         """
         needs_restart = [
             section
-            for section in ("vault", "listen", "admin")
+            for section in ("vault", "listen", "admin", "intercept")
             if getattr(config, section) != getattr(self.config, section)
         ]
         fresh = build_upstreams(config)

@@ -148,8 +148,6 @@ async def _stream(request: web.Request) -> AsyncIterator[bytes]:
 
 async def handle(request: web.Request) -> web.StreamResponse:
     rt = runtime(request)
-    if request.method == "CONNECT":
-        return await handle_connect(rt, request)
     upstream, raw_path, raw_query = request.app.get(ROUTER, route)(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
