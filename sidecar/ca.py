@@ -64,16 +64,20 @@ class Authority:
 
     __slots__ = ("_key", "cert", "hosts")
 
-    def __init__(self, hosts: Iterable[str], ttl: timedelta, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        hosts: Iterable[str],
+        ttl: timedelta,
+        now: datetime | None = None,
+        purpose: str = "sidecar interception CA",
+    ) -> None:
         self.hosts = frozenset(h.lower() for h in hosts if is_dns_name(h.lower()))
         self._key = ec.generate_private_key(ec.SECP256R1())
         start = (now or datetime.now(UTC)) - _SKEW
         name = x509.Name(
             [
                 x509.NameAttribute(NameOID.ORGANIZATION_NAME, "credential sidecar"),
-                x509.NameAttribute(
-                    NameOID.COMMON_NAME, f"sidecar interception CA {secrets.token_hex(4)}"
-                ),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{purpose} {secrets.token_hex(4)}"),
             ]
         )
         public = self._key.public_key()
@@ -98,16 +102,20 @@ class Authority:
     def permits(self, host: str) -> bool:
         return host.lower() in self.hosts
 
-    def issue(self, host: str, ttl: timedelta, now: datetime | None = None) -> Leaf:
-        """A leaf for one permitted host, never outliving the CA."""
-        host = host.lower()
-        if not self.permits(host):
-            raise ValueError(f"{host!r} is outside this CA's name constraints")
-        return self._sign_leaf(host, ttl, now or datetime.now(UTC))
+    def issue(
+        self, host: str, ttl: timedelta, now: datetime | None = None, also: Iterable[str] = ()
+    ) -> Leaf:
+        """A leaf for permitted hosts (``host`` plus ``also`` as SANs), never outliving the CA."""
+        names = [h.lower() for h in (host, *also)]
+        outside = [h for h in names if not self.permits(h)]
+        if outside:
+            raise ValueError(f"{outside[0]!r} is outside this CA's name constraints")
+        return self._sign_leaf(names, ttl, now or datetime.now(UTC))
 
-    def _sign_leaf(self, host: str, ttl: timedelta, now: datetime) -> Leaf:
+    def _sign_leaf(self, names: list[str], ttl: timedelta, now: datetime) -> Leaf:
         key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+        host = names[0]
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])])
         end = min(now + ttl, self.not_after)
         ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (
@@ -115,7 +123,9 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False
             )

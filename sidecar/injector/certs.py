@@ -15,19 +15,16 @@ import os
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
+from sidecar.ca import Authority
 from sidecar.logging import get_logger
 
 log = get_logger("sidecar.injector.certs")
-_SKEW = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,73 +42,21 @@ def service_dns_names(service: str, namespace: str) -> list[str]:
     return [service, base, f"{base}.svc", f"{base}.svc.cluster.local"]
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "credential sidecar injector"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name[:64]),
-        ]
-    )
-
-
 def generate(dns_names: Sequence[str], days: int = 365) -> Pki:
-    """A fresh EC P-256 CA and a serverAuth leaf for ``dns_names``, both valid ``days``."""
+    """A fresh CA (limited to ``dns_names``) and a serverAuth leaf for them, valid ``days``.
+
+    The same Authority as HTTPS interception, so there is one place that builds certificates.
+    """
     if not dns_names:
         raise ValueError("at least one DNS name is needed")
-    start = datetime.now(UTC) - _SKEW
-    end = start + timedelta(days=days)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("credential-sidecar injector CA")
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name(dns_names[0]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in dns_names]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
+    ttl = timedelta(days=days)
+    authority = Authority(dns_names, ttl, purpose="credential-sidecar injector CA")
+    leaf = authority.issue(dns_names[0], ttl, also=dns_names[1:])
     pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
+    key_pem = leaf.key.private_bytes(
         pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    return Pki(ca.public_bytes(pem), leaf.public_bytes(pem), key_pem)
-
-
-def _usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    return Pki(authority.cert_pem(), leaf.cert.public_bytes(pem), key_pem)
 
 
 def write_pki(pki: Pki, directory: Path) -> tuple[Path, Path, Path]:

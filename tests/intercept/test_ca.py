@@ -99,7 +99,7 @@ def test_python_ssl_accepts_a_permitted_leaf() -> None:
 def test_python_ssl_enforces_the_name_constraints() -> None:
     """Even a leaf signed by the CA's own key is refused for a host outside the constraints."""
     ca = Authority([HOST], DAY)
-    rogue = ca._sign_leaf("evil.example", DAY, datetime.now(UTC))  # what a stolen key could do
+    rogue = ca._sign_leaf(["evil.example"], DAY, datetime.now(UTC))  # what a stolen key could do
     with pytest.raises(ssl.SSLCertVerificationError, match="permitted subtree violation"):
         handshake(ca, rogue, "evil.example")
 
@@ -143,6 +143,6 @@ async def test_curl_enforces_the_name_constraints(tmp_path: Path) -> None:
     ca_file = tmp_path / "ca.pem"
     ca_file.write_bytes(ca.cert_pem())
     assert await _curl(ca_file, HOST, ca.issue(HOST, DAY)) == (0, "ok", "")
-    rogue = ca._sign_leaf("evil.example", DAY, datetime.now(UTC))
+    rogue = ca._sign_leaf(["evil.example"], DAY, datetime.now(UTC))
     code, _, err = await _curl(ca_file, "evil.example", rogue)
     assert code == 60 and "permitted subtree violation" in err
