@@ -29,7 +29,7 @@ class Sidecar:
 
 
 MakeConfig = Callable[..., config.Config]
-MakeSidecar = Callable[[config.Config], Awaitable[Sidecar]]
+MakeSidecar = Callable[..., Awaitable[Sidecar]]
 
 
 def config_dict(addr: str, prefix: str, upstreams: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -102,3 +102,23 @@ async def test_short_ttl_token_renewed_then_relogin_without_failures(
     assert failed == 0 and admin_failed == 0
     assert events.count("vault_token_renewed") >= 1
     assert events.count("vault_authenticated") >= 2  # the first login plus a fresh one near max TTL
+
+
+async def test_token_from_file_and_bad_token_not_ready(
+    openbao: OpenBao, prefix: str, tmp_path: Path, make_sidecar: MakeSidecar
+) -> None:
+    """A token read from a file authenticates; a wrong one leaves /readyz at 503, not a crash."""
+    token_file = tmp_path / "token"
+    token_file.write_text("root\n")
+    data = config_dict(openbao.addr, prefix, {})
+    data["vault"]["auth"] = {"method": "token", "token_file": str(token_file)}
+    sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))
+    assert (await sidecar.admin.get("/readyz")).status == 200
+
+    token_file.write_text("not-a-valid-token")
+    bad = await make_sidecar(config.loads(yaml.safe_dump(data), {}), wait=False)
+    await asyncio.sleep(1)
+    r = await bad.admin.get("/readyz")
+    assert r.status == 503 and (await r.json())["checks"]["vault_authenticated"] is False
+    r = await bad.admin.get("/v1/credentials")
+    assert r.status in (503, 502) and (await r.json())["code"].startswith("SC3")
