@@ -115,6 +115,12 @@ async def _demo_calls(http: aiohttp.ClientSession, proxy: str) -> bool:
             text = (await resp.text())[:120]
         all_ok &= resp.status < 400
         print(f"\n# {label}\n{curl}\n  -> {resp.status} {text}")
+    target = "http://api-uat.azupay.com.au/v1/balance"
+    async with http.get(target, proxy=proxy) as resp:
+        text = (await resp.text())[:120]
+    all_ok &= resp.status < 400
+    print(f"\n# forward-proxy mode (HTTP_PROXY={proxy}); the provider host maps to its sandbox")
+    print(f"curl -s -x {proxy} {target}\n  -> {resp.status} {text}")
     return all_ok
 
 
