@@ -121,6 +121,12 @@ class UpstreamConfig(BaseModel):
     connect_timeout: float = Field(5.0, gt=0)
     max_body: int = Field(1024 * 1024, gt=0, description="bytes read when a scheme needs the body")
     ca_bundle: Path | None = None
+    require_proxy_key: bool = Field(False, description="callers must present a proxy key")
+    proxy_key_header: str = Field(
+        "Proxy-Authorization",
+        pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
+        description="header carrying 'Bearer <key>' (other headers may carry the bare key)",
+    )
 
     @field_validator("url")
     @classmethod

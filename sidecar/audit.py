@@ -1,0 +1,111 @@
+"""The audit trail: one ``proxy_request`` event per proxied request, spent or refused.
+
+Every spend of a credential is accounted for: which credential (and version), which proxy key,
+which upstream, what kind of request, how it ended, and how long it took. The event holds no
+secret, no key, no header and no body, and not even the raw path: ids and tokens in a path can
+be personal data, so the path is a *template*, the matched permission pattern when a key was
+used, else the path with id-like segments (digits, UUIDs, long hex, long tokens) replaced by
+``{id}``. The query is never logged.
+
+The proxy's error middleware opens the record (:func:`begin`) so refusals before routing are
+counted too; the pipeline fills it in as it learns more, and one of :func:`spent` or
+:func:`refused` writes it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from yarl import URL
+
+from sidecar.errors import SidecarError
+from sidecar.logging import get_logger
+from sidecar.schemes.base import Credential
+
+log = get_logger("sidecar.audit")
+MAX_TEMPLATE = 256
+_ID = re.compile(
+    r"\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{16,}|(?=[^/]*\d)[A-Za-z0-9_%.~-]{20,}"
+)
+
+
+@dataclass(slots=True)
+class Spend:
+    """What is known about one proxied request so far."""
+
+    method: str
+    path: str
+    started: float
+    upstream: str | None = None
+    credential: str | None = None
+    version: int | None = None
+    key_id: str | None = None
+    template: str | None = None
+
+
+SPEND = web.RequestKey("audit_spend", Spend)
+
+
+def path_template(path: str) -> str:
+    """``/v1/payments/123/refunds`` -> ``/v1/payments/{id}/refunds``."""
+    segments = ["{id}" if _ID.fullmatch(s) else s for s in path.split("/")]
+    return "/".join(segments)[:MAX_TEMPLATE]
+
+
+def begin(request: web.Request) -> Spend:
+    target = request.raw_path
+    if target.startswith(("http://", "https://")):
+        target = URL(target, encoded=True).raw_path
+    spend = Spend(request.method, target.partition("?")[0], time.perf_counter())
+    request[SPEND] = spend
+    return spend
+
+
+def routed(request: web.Request, upstream: str, credential: str, path: str) -> None:
+    """The upstream is known: from here on the path is the upstream-relative one."""
+    spend = request.get(SPEND)
+    if spend is not None:
+        spend.upstream, spend.credential, spend.path = upstream, credential, path
+
+
+def keyed(request: web.Request, key_id: str, pattern: str | None = None) -> None:
+    spend = request.get(SPEND)
+    if spend is not None:
+        spend.key_id, spend.template = key_id, pattern
+
+
+def attach(request: web.Request, cred: Credential) -> None:
+    spend = request.get(SPEND)
+    if spend is not None:
+        spend.version = cred.version
+
+
+def spent(request: web.Request, status: int) -> None:
+    spend = request.get(SPEND)
+    if spend is not None:
+        _write(spend, status, None)
+
+
+def refused(request: web.Request, err: SidecarError) -> None:
+    spend = request.get(SPEND)
+    if spend is not None:
+        _write(spend, err.status, err.code)
+
+
+def _write(spend: Spend, status: int, code: str | None) -> None:
+    log.info(
+        "proxy_request",
+        credential=spend.credential,
+        credential_version=spend.version,
+        key_id=spend.key_id,
+        upstream=spend.upstream,
+        method=spend.method,
+        path_template=spend.template or path_template(spend.path),
+        status=status,
+        latency_ms=round((time.perf_counter() - spend.started) * 1000, 3),
+        code=code,
+    )
