@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from sidecar.handlers import ca, credentials, health, openapi
+from sidecar.handlers import ca, credentials, health, keys, openapi
 from sidecar.handlers.common import (
     RUNTIME,
     admin_token_middleware,
@@ -38,6 +38,7 @@ def build_admin_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application
     app[RUNTIME] = rt
     app.add_routes(health.routes)
     app.add_routes(credentials.routes)
+    app.add_routes(keys.routes)
     app.add_routes(ca.routes)
     app.add_routes(openapi.routes)
     if own_runtime:

@@ -18,6 +18,7 @@ from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.metrics import Metrics
+from sidecar.proxykeys.store import KeyStore
 from sidecar.store import CredentialStore, FieldSpec
 from sidecar.upstreams import Upstream, build_upstreams
 from sidecar.vault import Vault
@@ -31,6 +32,7 @@ class Runtime:
         self.vault = Vault(config.vault)
         self.upstreams: dict[str, Upstream] = build_upstreams(config)
         self.store = CredentialStore(self.vault, self.field_spec)
+        self.keys = KeyStore(self.vault)
         self.bootstrapped = False
         self.started_at = time.monotonic()
         self._stop = asyncio.Event()
@@ -115,6 +117,7 @@ class Runtime:
                 await self.vault.login()
                 await self.vault.ensure_transit_key()
                 loaded = await self.store.sync()
+                await self.keys.sync()
             except SidecarError as exc:
                 log.warning("vault_bootstrap_retry", code=exc.code, error=exc.message)
                 with contextlib.suppress(TimeoutError):
@@ -135,7 +138,7 @@ class Runtime:
             if self._stop.is_set():
                 return
             try:
-                changed = await self.store.sync()
+                changed = await self.store.sync() + await self.keys.sync()
                 if changed:
                     log.info("cache_synced", changed=changed)
             except SidecarError as exc:

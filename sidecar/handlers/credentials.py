@@ -21,6 +21,7 @@ from sidecar.handlers.common import (
     parse_body,
     runtime,
 )
+from sidecar.handlers.keys import proxy_value
 from sidecar.logging import get_logger
 from sidecar.schemes.base import Credential
 from sidecar.store import describe
@@ -117,7 +118,8 @@ async def pismo_create(request: web.Request) -> web.Response:
         _, created = await _verify_then_save(request, name, put, None)
     except VerificationFailed:
         raise VerificationFailed(f"{body.provider} - API Invalid credential") from None
-    return web.json_response({"message": "Credential saved"}, status=201 if created else 200)
+    answer = {"message": "Credential saved", **await proxy_value(rt, upstream, name)}
+    return web.json_response(answer, status=201 if created else 200)
 
 
 def _flag(value: str | None) -> bool | None:

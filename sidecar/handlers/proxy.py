@@ -20,10 +20,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from sidecar import intercept
+from sidecar import audit, intercept
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
+from sidecar.proxykeys.guard import admit
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest, UpstreamResponse
 from sidecar.upstreams import Upstream
@@ -151,21 +152,25 @@ async def handle(request: web.Request) -> web.StreamResponse:
     upstream, raw_path, raw_query = request.app.get(ROUTER, route)(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
+    grant = await admit(rt, upstream, request, headers, raw_path)
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
+    audit.attach(request, cred)
     scheme = upstream.scheme
     body: Any = None
-    if scheme.requires_request_body or scheme.replays_request:
+    if scheme.requires_request_body or scheme.replays_request or grant.signed:
         body = await read_body(request, upstream.cfg.max_body) if request.body_exists else None
     elif request.body_exists:
         body = _stream(request)
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
+    grant.check_body(request.method, body if isinstance(body, bytes) else None)
     outbound = OutboundRequest(
         request.method, url, headers, body if isinstance(body, bytes) else None
     )
     started = time.perf_counter()
     response = await send(request, rt.session_for(upstream.name), scheme, outbound, cred, body)
     rt.metrics.observe(upstream.name, response.status, time.perf_counter() - started)
+    audit.spent(request, response.status)
     return response
 
 
@@ -233,19 +238,23 @@ async def _relay(request: web.Request, resp: aiohttp.ClientResponse) -> web.Stre
 @web.middleware
 async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Sidecar-made answers carry ``X-Sidecar-Error`` so an app can tell them from a provider's."""
+    audit.begin(request)
     try:
         response: web.StreamResponse = await handler(request)
         return response
     except SidecarError as err:
         log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
         runtime(request).metrics.refused.labels(err.code).inc()
+        audit.refused(request, err)
         return refusal(err)
     except web.HTTPException as exc:
         if exc.status == 413:
+            audit.refused(request, SidecarError("SC4005"))
             return refusal(SidecarError("SC4005"))
         raise
     except Exception:
         log.exception("proxy_unhandled")
+        audit.refused(request, SidecarError("SC1000"))
         return refusal(SidecarError("SC1000"))
 
 
