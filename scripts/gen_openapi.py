@@ -20,9 +20,11 @@ from pydantic import BaseModel
 
 from sidecar.errors import CODES
 from sidecar.handlers.credentials import PatchBody, PismoBody, PutBody
+from sidecar.handlers.keys import IssueBody, KeyPatchBody
 
 OUT = Path(__file__).resolve().parent.parent / "sidecar" / "openapi.json"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+KEY_ID_PATTERN = r"^pk[0-9a-f]{16}$"
 JSON = "application/json"
 
 AUTH = ("SC1007",)
@@ -261,6 +263,104 @@ def paths() -> dict[str, Any]:
                 params=cred,
             )
         },
+        **key_paths(),
+    }
+
+
+def key_paths() -> dict[str, Any]:
+    """Proxy keys: the key and HMAC key appear in the 201 of issueKey only."""
+    key = ref("schemas", "ProxyKey")
+    one = ("name", "key_id")
+    return {
+        "/v1/credentials/{name}/keys": {
+            "post": operation(
+                "issueKey",
+                "Issue a proxy key; the key (and HMAC key) are shown in this answer only",
+                {
+                    **ok(201, "Issued", ref("schemas", "IssuedKey")),
+                    **error_responses((*BODY, *NAMED)),
+                },
+                params=("name",),
+                body="IssueBody",
+            ),
+            "get": operation(
+                "listKeys",
+                "Key ids, permissions and flags; never key material",
+                {**ok(200, "Keys", ref("schemas", "KeyList")), **error_responses(NAMED)},
+                params=("name",),
+            ),
+        },
+        "/v1/credentials/{name}/keys/{key_id}": {
+            "get": operation(
+                "getKey",
+                "One key's status; never key material",
+                {**ok(200, "The key", key), **error_responses((*NAMED, "SC5006"))},
+                params=one,
+            ),
+            "patch": operation(
+                "patchKey",
+                "Enable or disable; effective on the next proxied request",
+                {
+                    **ok(200, "Changed", key),
+                    **error_responses((*BODY, *NAMED, "SC2002", "SC5006")),
+                },
+                params=one,
+                body="KeyPatchBody",
+            ),
+            "delete": operation(
+                "deleteKey",
+                "Delete the key; effective on the next proxied request",
+                {**ok(204, "Deleted", None), **error_responses((*NAMED, "SC5006"))},
+                params=one,
+            ),
+        },
+    }
+
+
+def key_schemas() -> dict[str, Any]:
+    stamp = {"type": "string", "format": "date-time"}
+    view: dict[str, Any] = {
+        "key_id": {"type": "string", "pattern": KEY_ID_PATTERN},
+        "credential": {"type": "string", "pattern": NAME_PATTERN},
+        "permissions": {"type": "array", "items": {"type": "string"}},
+        "hmac_enabled": {"type": "boolean"},
+        "enabled": {"type": "boolean"},
+        "expires_at": {"type": ["string", "null"]},
+        "created_at": stamp,
+        "updated_at": stamp,
+        "last_used_at": {
+            "type": ["string", "null"],
+            "description": "last use seen by this replica since it started",
+        },
+    }
+    secrets = {
+        "key": {"type": "string", "pattern": r"^sck_pk[0-9a-f]{16}_[A-Za-z0-9_-]{43}$"},
+        "hmac_key": {"type": "string"},
+    }
+    return {
+        "IssueBody": model_schema(IssueBody),
+        "KeyPatchBody": model_schema(KeyPatchBody),
+        "ProxyKey": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(view),
+            "properties": view,
+        },
+        "IssuedKey": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [*view, "key"],
+            "properties": {**view, **secrets},
+        },
+        "KeyList": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["credential", "keys"],
+            "properties": {
+                "credential": {"type": "string", "pattern": NAME_PATTERN},
+                "keys": {"type": "array", "items": ref("schemas", "ProxyKey")},
+            },
+        },
     }
 
 
@@ -321,7 +421,14 @@ def schemas() -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "required": ["message"],
-            "properties": {"message": {"const": "Credential saved"}},
+            "properties": {
+                "message": {"const": "Credential saved"},
+                "proxy_value": {
+                    "type": "string",
+                    "description": "a proxy key with every permission, when the upstream "
+                    "requires proxy keys; shown in this answer only",
+                },
+            },
         },
         "Verified": {
             "type": "object",
@@ -362,6 +469,7 @@ def schemas() -> dict[str, Any]:
             "required": ["status"],
             "properties": {"status": {"const": "ok"}},
         },
+        **key_schemas(),
         "Readiness": {
             "type": "object",
             "additionalProperties": False,
@@ -394,6 +502,12 @@ def parameters() -> dict[str, Any]:
             "in": "path",
             "required": True,
             "schema": {"type": "string", "pattern": NAME_PATTERN},
+        },
+        "key_id": {
+            "name": "key_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": KEY_ID_PATTERN},
         },
         "If-Match": {
             "name": "If-Match",
