@@ -1,20 +1,23 @@
 """``api_key``: a stored key into a header or query parameter through a template.
 
 Azupay wants ``Authorization: <key>`` (seed 003); IntaSend wants ``Authorization: Bearer
-<secret>`` plus ``INTASEND_PUBLIC_API_KEY: <public>``. Neither has a verify endpoint, so
-``verify()`` runs a configurable probe (Azupay: ``GET /v1/balance``).
+<secret>`` plus ``INTASEND_PUBLIC_API_KEY: <public>``. Templates name credential fields
+(``{api_key}``, ``{public_key}``, ``{key_id}``) and are parsed once, at load, so a typo is a
+config error rather than a failed request. Neither provider has a verify endpoint, so
+``verify()`` runs a configurable probe (Azupay: ``GET /v1/balance``; IntaSend:
+``GET /api/v1/wallets/``); without one it can only check that the fields are usable.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from typing import Any
+from collections.abc import Mapping
 
 import aiohttp
 from pydantic import Field, model_validator
 
-from sidecar.errors import VerificationFailed
+from sidecar.errors import SidecarError, VerificationFailed
 from sidecar.schemes.base import (
     AuthFlow,
     Credential,
@@ -26,10 +29,25 @@ from sidecar.schemes.base import (
 from sidecar.schemes.probe import Probe, probe_request, run_probe
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PUBLIC = ("public_key", "key_id")
 
 
-def placeholders(template: str) -> set[str]:
-    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+class Template:
+    """Literal text and field names, parsed once; rendering only joins strings."""
+
+    def __init__(self, text: str, allowed: frozenset[str]) -> None:
+        parts: list[tuple[str, str | None]] = []
+        for literal, name, spec, conversion in string.Formatter().parse(text):
+            if name is not None and name not in allowed:
+                raise ValueError(f"unknown placeholder {{{name}}} in {text!r}")
+            if spec or conversion:
+                raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
+            parts.append((literal, name))
+        self.parts = tuple(parts)
+        self.names = frozenset(name for _, name in parts if name is not None)
+
+    def render(self, values: Mapping[str, str]) -> str:
+        return "".join(lit + ("" if name is None else values[name]) for lit, name in self.parts)
 
 
 class ApiKeyOptions(SchemeOptions):
@@ -46,12 +64,12 @@ class ApiKeyOptions(SchemeOptions):
     def _check(self) -> ApiKeyOptions:
         if self.header is None and self.query_param is None:
             raise ValueError("set header or query_param")
-        known = {self.key_field, "public_key", "key_id"}
         for template in (self.template, *self.extra_headers.values()):
-            unknown = placeholders(template) - known
-            if unknown:
-                raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} in {template!r}")
+            Template(template, self.known_fields())
         return self
+
+    def known_fields(self) -> frozenset[str]:
+        return frozenset({self.key_field, *_PUBLIC})
 
 
 class ApiKey(SchemeBase):
@@ -62,40 +80,47 @@ class ApiKey(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
+        known = options.known_fields()
+        self.value_template = Template(options.template, known)
+        self.extra = {h: Template(t, known) for h, t in options.extra_headers.items()}
+        self.used = self.value_template.names.union(*(t.names for t in self.extra.values()))
         self.secret_fields = (options.key_field,)
-        used = placeholders(options.template).union(
-            *(placeholders(t) for t in options.extra_headers.values())
-        )
-        self.public_fields = tuple(f for f in ("public_key", "key_id") if f != options.key_field)
-        self.optional_fields = tuple(f for f in self.public_fields if f not in used)
+        self.public_fields = tuple(f for f in _PUBLIC if f != options.key_field)
+        self.optional_fields = tuple(f for f in self.public_fields if f not in self.used)
 
-    def _render(self, template: str, cred: Credential) -> str:
-        values = {name: cred.value(name) for name in placeholders(template)}
-        rendered = template.format_map(values)
+    def _render(self, header: str, template: Template, cred: Credential) -> str:
+        """A control character would split or corrupt the request; the value is not echoed."""
+        rendered = template.render({name: cred.value(name) for name in template.names})
         if _CONTROL.search(rendered):
-            raise VerificationFailed(
-                f"{self.upstream.name}: a credential field holds a control character"
+            raise SidecarError(
+                "SC4010", f"{self.upstream.name}: {header} would carry a control character"
             )
         return rendered
 
     async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
         opts = self.options
-        value = self._render(opts.template, cred)
         if opts.query_param is not None:
+            value = self._render(opts.query_param, self.value_template, cred)
             request.url = request.url.update_query({opts.query_param: value})
         else:
-            request.headers[opts.header or "Authorization"] = value
-        for header, template in opts.extra_headers.items():
-            request.headers[header] = self._render(template, cred)
+            header = opts.header or "Authorization"
+            request.headers[header] = self._render(header, self.value_template, cred)
+        for header, template in self.extra.items():
+            request.headers[header] = self._render(header, template, cred)
         yield request
 
+    def _usable(self, cred: Credential) -> bool:
+        """Every field the templates use is present, non-empty and fit for a header."""
+        for name in self.used | {self.options.key_field}:
+            value = cred.secrets.get(name) or cred.fields.get(name)
+            if not value or _CONTROL.search(value):
+                return False
+        return True
+
     async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
-        """Probe when configured; otherwise only the key's presence can be checked."""
-        if not cred.value(self.options.key_field):
+        """Probe when configured; otherwise only the fields' presence can be checked."""
+        if not self._usable(cred):
             raise VerificationFailed(f"{self.upstream.name} - API Invalid credential")
         if self.probe is not None:
             flow = self.auth_flow(probe_request(self.probe, self.upstream), cred)
             await run_probe(flow, http, self.probe, self.upstream)
-
-    def describe(self) -> dict[str, Any]:
-        return {"header": self.options.header, "query_param": self.options.query_param}

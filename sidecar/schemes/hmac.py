@@ -1,0 +1,201 @@
+"""``hmac``: an HMAC signature over a canonical string built from a template, into headers.
+
+PayNet's reports API signs the unix timestamp with the OAuth2 client secret
+(``preset: paynet_reports``: ``X-Timestamp`` plus a hex HMAC-SHA256 ``X-Signature``, used after
+``oauth2_client_credentials`` in a scheme list). Azupay's HMAC-enabled keys need the API key
+*and* a signature, but Azupay does not publish its header names or canonical string, so there
+is no Azupay preset; a plausible configuration with the generic options reads::
+
+    scheme:
+      - name: api_key                       # Authorization: <apiKey>
+      - name: hmac
+        key_field: hmac_key                 # "hmacKey" from the API key response
+        template: "{timestamp}:{method}:{path}:{body_sha256}"
+        signature_header: Authorization-Signature
+        signature_format: "HMAC-SHA256 {signature}"
+
+Placeholders are ``{timestamp}`` (unix seconds), ``{method}`` (upper case), ``{path}`` (the raw,
+percent-encoded path), ``{query}`` (raw, without ``?``), ``{body_sha256}`` (lower-case hex
+SHA-256 of the body, of ``b""`` when there is none) and ``{nonce}`` (uuid4 hex per request).
+``signature_format`` may also use ``{timestamp}``, ``{nonce}`` and ``{key_id}``, for providers
+that fold them into one header. The signing itself is the stdlib ``hmac`` module.
+
+With no probe configured ``verify()`` can only check that the key is there: there is no
+signature-checking endpoint to ask without knowing the provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import string
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import aiohttp
+from pydantic import Field, model_validator
+
+from sidecar.errors import SidecarError, VerificationFailed
+from sidecar.schemes.base import (
+    AuthFlow,
+    Credential,
+    OutboundRequest,
+    SchemeBase,
+    SchemeOptions,
+    UpstreamContext,
+)
+from sidecar.schemes.probe import Probe, probe_request, run_probe
+
+PLACEHOLDERS = frozenset({"timestamp", "method", "path", "query", "body_sha256", "nonce"})
+FORMAT_PLACEHOLDERS = frozenset({"signature", "timestamp", "nonce", "key_id"})
+PRESETS: dict[str, dict[str, Any]] = {
+    "paynet_reports": {
+        "template": "{timestamp}",
+        "algorithm": "sha256",
+        "encoding": "hex",
+        "timestamp_header": "X-Timestamp",
+        "signature_header": "X-Signature",
+        "key_field": "client_secret",
+    }
+}
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class Template:
+    """A template parsed once: literal text and placeholder names, rendered by joining."""
+
+    def __init__(self, text: str, allowed: frozenset[str]) -> None:
+        parts: list[tuple[str, str | None]] = []
+        for literal, name, spec, conversion in string.Formatter().parse(text):
+            if name is not None and name not in allowed:
+                raise ValueError(f"unknown placeholder {{{name}}} in {text!r}")
+            if spec or conversion:
+                raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
+            parts.append((literal, name))
+        self.parts = tuple(parts)
+        self.names = [name for _, name in parts if name is not None]
+
+    def render(self, values: Mapping[str, str]) -> str:
+        return "".join(lit + ("" if name is None else values[name]) for lit, name in self.parts)
+
+
+class HmacOptions(SchemeOptions):
+    preset: Literal["paynet_reports"] | None = Field(
+        None, description="named defaults (paynet_reports); options given explicitly win"
+    )
+    template: str = Field("{timestamp}", description="canonical string that is signed")
+    algorithm: Literal["sha256", "sha512"] = Field("sha256", description="HMAC digest")
+    encoding: Literal["hex", "base64"] = Field("hex", description="signature text encoding")
+    signature_header: str = Field("X-Signature", description="header carrying the signature")
+    signature_format: str = Field(
+        "{signature}", description="signature header value, e.g. 'HMAC {signature}'"
+    )
+    timestamp_header: str | None = Field("X-Timestamp", description="header for {timestamp}")
+    nonce_header: str | None = Field(None, description="header for {nonce}")
+    key_id_header: str | None = Field(None, description="header for the public field key_id")
+    key_field: str = Field("hmac_key", description="credential field holding the HMAC key")
+    probe: Probe | None = Field(None, description="the cheapest signed call, for verify")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Preset values first, so that any option given explicitly overrides them."""
+        preset = data.get("preset") if isinstance(data, Mapping) else None
+        if isinstance(preset, str) and preset in PRESETS:
+            return {**PRESETS[preset], **data}
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> HmacOptions:
+        used = Template(self.template, PLACEHOLDERS).names
+        fmt = Template(self.signature_format, FORMAT_PLACEHOLDERS)
+        if fmt.names.count("signature") != 1:
+            raise ValueError("signature_format must contain {signature} exactly once")
+        sent = {"timestamp": self.timestamp_header, "nonce": self.nonce_header}
+        for name, header in sent.items():
+            if name in used and header is None and name not in fmt.names:
+                raise ValueError(f"template uses {{{name}}} but {name}_header is not set")
+        return self
+
+
+class Hmac(SchemeBase):
+    name = "hmac"
+    Options = HmacOptions
+
+    def __init__(self, options: HmacOptions, upstream: UpstreamContext) -> None:
+        self.options = options
+        self.upstream = upstream
+        self.probe = options.probe
+        self.template = Template(options.template, PLACEHOLDERS)
+        self.signature_format = Template(options.signature_format, FORMAT_PLACEHOLDERS)
+        self.requires_request_body = "body_sha256" in self.template.names
+        self.replays_request = False
+        self.secret_fields = (options.key_field,)
+        self.public_fields = () if options.key_field == "key_id" else ("key_id",)
+        self.optional_fields = () if self._needs_key_id else self.public_fields
+        self.clock: Callable[[], float] = time.time
+
+    @property
+    def _needs_key_id(self) -> bool:
+        return self.options.key_id_header is not None or "key_id" in self.signature_format.names
+
+    def canonical(self, request: OutboundRequest, timestamp: str, nonce: str) -> str:
+        """The string that is signed; only the placeholders the template uses are computed."""
+        compute: dict[str, Callable[[], str]] = {
+            "timestamp": lambda: timestamp,
+            "method": lambda: request.method.upper(),
+            "path": lambda: request.url.raw_path,
+            "query": lambda: request.url.raw_query_string,
+            "body_sha256": lambda: hashlib.sha256(request.body or b"").hexdigest(),
+            "nonce": lambda: nonce,
+        }
+        return self.template.render({name: compute[name]() for name in self.template.names})
+
+    def sign(self, key: str, message: str) -> str:
+        digest = hmac.new(key.encode(), message.encode(), self.options.algorithm).digest()
+        if self.options.encoding == "hex":
+            return digest.hex()
+        return base64.b64encode(digest).decode("ascii")
+
+    async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
+        opts = self.options
+        timestamp, nonce = str(int(self.clock())), uuid.uuid4().hex
+        signature = self.sign(cred.value(opts.key_field), self.canonical(request, timestamp, nonce))
+        values = {"signature": signature, "timestamp": timestamp, "nonce": nonce}
+        if self._needs_key_id:
+            values["key_id"] = cred.value("key_id")
+        headers = {
+            opts.signature_header: self.signature_format.render(values),
+            opts.timestamp_header: timestamp,
+            opts.nonce_header: nonce,
+            opts.key_id_header: values.get("key_id"),
+        }
+        for header, value in headers.items():
+            if header is not None and value is not None:
+                request.headers[header] = self._checked(header, value)
+        yield request
+
+    def _checked(self, header: str, value: str) -> str:
+        """A stored key_id with CR/LF must not split the request; the value is not echoed."""
+        if _CONTROL.search(value):
+            raise SidecarError(
+                "SC4010", f"{self.upstream.name}: {header} would carry a control character"
+            )
+        return value
+
+    async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
+        """Structural checks always; a signed probe when one is configured."""
+        needed = [self.options.key_field, *(["key_id"] if self._needs_key_id else [])]
+        for name in needed:
+            value = cred.secrets.get(name) or cred.fields.get(name)
+            if not value or (name == "key_id" and _CONTROL.search(value)):
+                raise VerificationFailed(f"{self.upstream.name} - API Invalid credential")
+        if self.probe is not None:
+            flow = self.auth_flow(probe_request(self.probe, self.upstream), cred)
+            await run_probe(flow, http, self.probe, self.upstream)

@@ -1,0 +1,247 @@
+"""``oauth2_client_credentials``: a cached Bearer token from the client-credentials grant.
+
+PayNet (seed 004), Kopokopo and Pismo issue tokens this way. The token is fetched under a
+per-credential ``asyncio.Lock`` and cached until ``expires_in`` minus a margin; after taking the
+lock the cache is read again, and a 401 refreshes only if the cached token is still the one
+that failed (authlib's pattern), so a thousand concurrent requests or 401s make one token
+request. The margin is capped at half the token's lifetime, so a short-lived token is still
+reused rather than fetched for every request.
+
+A failing token endpoint is SC4008 without its body (a body may echo the secret) and starts an
+exponential backoff per credential: until it ends, calls fail fast without contacting the
+endpoint, so an outage is not turned into a request storm. One success resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import quote_plus
+
+import aiohttp
+from pydantic import Field, field_validator
+from yarl import URL
+
+from sidecar.errors import SidecarError, VerificationFailed
+from sidecar.schemes.base import (
+    AuthFlow,
+    Credential,
+    OutboundRequest,
+    SchemeBase,
+    SchemeOptions,
+    UpstreamContext,
+)
+
+_RESERVED = frozenset({"grant_type", "client_id", "client_secret"})
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+_REJECTED_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+Failure = Literal["rejected", "unreachable", "failed"]
+
+
+class OAuth2Options(SchemeOptions):
+    token_url: str = Field(
+        description="token endpoint: an absolute http(s) URL or a path relative to the upstream"
+    )
+    client_auth: Literal["body", "basic"] = Field(
+        "body", description="client_id/client_secret in the form body, or HTTP Basic"
+    )
+    scopes: list[str] = Field(default_factory=list, description="sent space-joined as `scope`")
+    token_params: dict[str, str] = Field(
+        default_factory=dict, description="extra form parameters, e.g. audience"
+    )
+    expiry_margin: float = Field(30, ge=0, description="seconds before expiry to refresh")
+    default_expires_in: float = Field(
+        300, gt=0, description="token lifetime in seconds when the server omits expires_in"
+    )
+    backoff_initial: float = Field(1.0, gt=0, description="first backoff after a failure (s)")
+    backoff_max: float = Field(30.0, gt=0, description="longest backoff after failures (s)")
+
+    @field_validator("token_url")
+    @classmethod
+    def _token_url(cls, v: str) -> str:
+        if v.startswith(("http://", "https://")):
+            if not URL(v).host:
+                raise ValueError("must be an absolute https URL or a path")
+        elif not v.strip("/") or "://" in v or v.startswith("//"):
+            raise ValueError("must be an absolute https URL or a path")
+        return v
+
+    @field_validator("token_params")
+    @classmethod
+    def _token_params(cls, v: dict[str, str]) -> dict[str, str]:
+        clash = sorted(_RESERVED & set(v))
+        if clash:
+            raise ValueError(f"{clash[0]} is set by the scheme and cannot be overridden")
+        return v
+
+
+def basic_authorization(client_id: str, secret: str) -> str:
+    """RFC 6749 2.3.1: id and secret are form-urlencoded *before* Base64, so ``:`` is safe.
+
+    Built by hand because ``aiohttp.BasicAuth`` neither encodes them nor survives aiohttp 4.
+    """
+    pair = f"{quote_plus(client_id, safe='')}:{quote_plus(secret, safe='')}"
+    return "Basic " + base64.b64encode(pair.encode("ascii")).decode("ascii")
+
+
+class TokenEndpointError(SidecarError):
+    """SC4008 for the proxy; ``failure`` tells verify() whether the provider said no."""
+
+    def __init__(self, upstream: str, detail: str, failure: Failure) -> None:
+        super().__init__("SC4008", f"{upstream}: token endpoint failed ({detail})")
+        self.detail = detail
+        self.failure = failure
+
+
+@dataclass(slots=True)
+class _Slot:
+    """Cache, lock and backoff of one credential version."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    token: str | None = None
+    expires_at: float = 0.0
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class OAuth2ClientCredentials(SchemeBase):
+    name = "oauth2_client_credentials"
+    Options = OAuth2Options
+
+    def __init__(self, options: OAuth2Options, upstream: UpstreamContext) -> None:
+        self.options = options
+        self.upstream = upstream
+        self.token_url = upstream.join(options.token_url)
+        self.requires_request_body = False
+        self.replays_request = True
+        self.public_fields = ("client_id",)
+        self.secret_fields = ("client_secret",)
+        self.optional_fields = ()
+        self.token_requests = 0
+        self.clock: Callable[[], float] = time.monotonic
+        self._slots: dict[tuple[str, int], _Slot] = {}
+
+    async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
+        token = await self.token(cred)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status != 401:
+            return
+        token = await self.token(cred, stale=token)
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+    async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
+        """A token request is the cheapest authenticated call; nothing is cached from it."""
+        try:
+            await self._fetch(cred, http)
+        except TokenEndpointError as exc:
+            if exc.failure == "rejected":
+                raise VerificationFailed(f"{self.upstream.name} - API Invalid credential") from None
+            raise SidecarError(
+                "SC2006", f"{self.upstream.name}: token endpoint failed ({exc.detail})"
+            ) from None
+
+    async def token(self, cred: Credential, stale: str | None = None) -> str:
+        """A live token other than ``stale``; at most one fetch per credential at a time."""
+        slot = self._slot(cred)
+        current = self._live(slot)
+        if current is not None and current != stale:
+            return current
+        async with slot.lock:
+            current = self._live(slot)
+            if current is not None and current != stale:
+                return current
+            return await self._refresh(slot, cred)
+
+    def _slot(self, cred: Credential) -> _Slot:
+        """This version's slot; older versions of the credential are forgotten."""
+        key = (cred.name, cred.version)
+        slot = self._slots.get(key)
+        if slot is None:
+            for old in [k for k in self._slots if k[0] == cred.name and k[1] < cred.version]:
+                del self._slots[old]
+            slot = self._slots[key] = _Slot()
+        return slot
+
+    def _live(self, slot: _Slot) -> str | None:
+        return slot.token if slot.token and self.clock() < slot.expires_at else None
+
+    async def _refresh(self, slot: _Slot, cred: Credential) -> str:
+        wait = slot.retry_at - self.clock()
+        if wait > 0:
+            raise SidecarError(
+                "SC4008", f"{self.upstream.name}: token endpoint failed; next try in {wait:.1f}s"
+            )
+        try:
+            token, lifetime = await self._fetch(cred, self.http)
+        except TokenEndpointError:
+            slot.failures += 1
+            delay = self.options.backoff_initial * 2 ** (slot.failures - 1)
+            slot.retry_at = self.clock() + min(delay, self.options.backoff_max)
+            raise
+        slot.failures, slot.retry_at = 0, 0.0
+        margin = min(self.options.expiry_margin, lifetime / 2)
+        slot.token, slot.expires_at = token, self.clock() + lifetime - margin
+        return token
+
+    def _form(self, cred: Credential) -> tuple[dict[str, str], dict[str, str]]:
+        """The token request's form and headers, client authentication included."""
+        opts = self.options
+        form = {"grant_type": "client_credentials", **opts.token_params}
+        if opts.scopes:
+            form["scope"] = " ".join(opts.scopes)
+        headers = {"Accept": "application/json"}
+        client_id, secret = cred.value("client_id"), cred.value("client_secret")
+        if opts.client_auth == "basic":
+            headers["Authorization"] = basic_authorization(client_id, secret)
+            return form, headers
+        return {**form, "client_id": client_id, "client_secret": secret}, headers
+
+    async def _fetch(self, cred: Credential, http: aiohttp.ClientSession) -> tuple[str, float]:
+        """(access token, lifetime in seconds) or TokenEndpointError; never the body."""
+        self.token_requests += 1
+        form, headers = self._form(cred)
+        name = self.upstream.name
+        try:
+            async with http.post(
+                self.token_url,
+                data=form,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self.upstream.timeout),
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise TokenEndpointError(name, type(exc).__name__, "unreachable") from None
+        return self._parse(status, raw)
+
+    def _parse(self, status: int, raw: bytes) -> tuple[str, float]:
+        name = self.upstream.name
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        doc = payload if isinstance(payload, dict) else {}
+        if status in (401, 403) or doc.get("error") in _REJECTED_ERRORS:
+            raise TokenEndpointError(name, f"HTTP {status}, client rejected", "rejected")
+        if not 200 <= status < 300:
+            raise TokenEndpointError(name, f"HTTP {status}", "failed")
+        token = doc.get("access_token")
+        if not isinstance(token, str) or not _TOKEN_CHARS.fullmatch(token):
+            raise TokenEndpointError(name, f"HTTP {status}, no usable access_token", "failed")
+        return token, self._lifetime(doc.get("expires_in"))
+
+    def _lifetime(self, expires_in: object) -> float:
+        """``expires_in`` as seconds; some servers send a string, some nothing at all."""
+        try:
+            seconds = float(expires_in) if isinstance(expires_in, int | float | str) else 0.0
+        except ValueError:
+            seconds = 0.0
+        return seconds if 0 < seconds < float("inf") else self.options.default_expires_in
