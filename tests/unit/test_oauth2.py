@@ -36,6 +36,7 @@ class TokenServer:
     raw: bytes | None = None
     expires_in: object = 3600
     delay: float = 0.0
+    http: aiohttp.ClientSession = field(init=False)
 
     async def token(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
@@ -52,28 +53,20 @@ class TokenServer:
 
 
 @pytest.fixture
-async def server(aiohttp_server: ServerFactory) -> TokenServer:
-    """The token server on a loopback port, at ``/oauth/token``."""
+async def server(aiohttp_server: ServerFactory) -> AsyncIterator[TokenServer]:
+    """The token server at ``/oauth/token`` and a pooled session, as ``bind()`` receives it."""
     state = TokenServer()
     app = web.Application()
     app.router.add_post("/oauth/token", state.token)
     state.url = (await aiohttp_server(app)).make_url("/")
-    return state
+    async with aiohttp.ClientSession() as state.http:
+        yield state
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The upstream's pooled session, as ``bind()`` would receive it."""
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def make(
-    server: TokenServer, http: aiohttp.ClientSession, **options: Any
-) -> OAuth2ClientCredentials:
+def make(server: TokenServer, **options: Any) -> OAuth2ClientCredentials:
     opts = OAuth2Options.model_validate({"token_url": "/oauth/token", **options})
     scheme = OAuth2ClientCredentials(opts, UpstreamContext("paynet", server.url, timeout=0.5))
-    scheme.bind(http)
+    scheme.bind(server.http)
     return scheme
 
 
@@ -84,9 +77,9 @@ async def first_send(scheme: OAuth2ClientCredentials, cred: Credential = CRED) -
     return sent.headers["Authorization"]
 
 
-async def test_token_in_body_is_cached(server: TokenServer, http: aiohttp.ClientSession) -> None:
+async def test_token_in_body_is_cached(server: TokenServer) -> None:
     """The form carries grant, id, secret, scope and extras; the token is fetched once."""
-    scheme = make(server, http, scopes=["rpp:merchant", "reports"], token_params={"aud": "x"})
+    scheme = make(server, scopes=["rpp:merchant", "reports"], token_params={"aud": "x"})
     assert await first_send(scheme) == "Bearer t1"
     assert await first_send(scheme) == "Bearer t1"
     assert scheme.token_requests == 1 and len(server.seen) == 1
@@ -100,23 +93,19 @@ async def test_token_in_body_is_cached(server: TokenServer, http: aiohttp.Client
     assert server.seen[0]["authorization"] is None
 
 
-async def test_basic_client_auth_is_form_encoded_first(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_basic_client_auth_is_form_encoded_first(server: TokenServer) -> None:
     """RFC 6749 2.3.1: id and secret are form-urlencoded, then Base64; the body has neither."""
     cred = credential({"client_id": "id:with space"}, {"client_secret": "p@ss/word+1é"})
-    assert await first_send(make(server, http, client_auth="basic"), cred) == "Bearer t1"
+    assert await first_send(make(server, client_auth="basic"), cred) == "Bearer t1"
     expected = base64.b64encode(b"id%3Awith+space:p%40ss%2Fword%2B1%C3%A9").decode()
     assert server.seen[0]["authorization"] == f"Basic {expected}"
     assert server.seen[0]["form"] == {"grant_type": "client_credentials"}
 
 
-async def test_thousand_concurrent_flows_make_one_token_request(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_thousand_concurrent_flows_make_one_token_request(server: TokenServer) -> None:
     """Single flight: an empty cache and 1000 concurrent requests cost one token request."""
     server.delay = 0.05
-    scheme = make(server, http)
+    scheme = make(server)
     headers = await asyncio.gather(*(first_send(scheme) for _ in range(1000)))
     assert set(headers) == {"Bearer t1"}
     assert len(server.seen) == 1 and scheme.token_requests == 1
@@ -128,7 +117,6 @@ async def test_thousand_concurrent_flows_make_one_token_request(
 )
 async def test_expiry_margin_is_honoured(
     server: TokenServer,
-    http: aiohttp.ClientSession,
     expires_in: object,
     margin: float,
     reuse_until: float,
@@ -136,7 +124,7 @@ async def test_expiry_margin_is_honoured(
 ) -> None:
     """A token is refreshed ``margin`` before expiry (at most half its life); never sent stale."""
     server.expires_in = expires_in
-    scheme = make(server, http, expiry_margin=margin, default_expires_in=50)
+    scheme = make(server, expiry_margin=margin, default_expires_in=50)
     clock = [1000.0]
     scheme.clock = lambda: clock[0]
     assert await first_send(scheme) == "Bearer t1"
@@ -146,11 +134,9 @@ async def test_expiry_margin_is_honoured(
     assert await first_send(scheme) == "Bearer t2"
 
 
-async def test_401_refreshes_once_and_retries_once(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_401_refreshes_once_and_retries_once(server: TokenServer) -> None:
     """A 401 brings one token request and one retry with the new token; a second 401 ends it."""
-    scheme = make(server, http)
+    scheme = make(server)
     flow = scheme.auth_flow(outbound("POST", body=b"{}"), CRED)
     assert (await flow.__anext__()).headers["Authorization"] == "Bearer t1"
     retry = await flow.asend(UNAUTHORIZED)
@@ -161,23 +147,19 @@ async def test_401_refreshes_once_and_retries_once(
 
 
 @pytest.mark.parametrize("status", [200, 403, 500])
-async def test_other_statuses_end_the_flow(
-    server: TokenServer, http: aiohttp.ClientSession, status: int
-) -> None:
+async def test_other_statuses_end_the_flow(server: TokenServer, status: int) -> None:
     """Only a 401 means the token was refused; nothing else is retried."""
-    flow = make(server, http).auth_flow(outbound(), CRED)
+    flow = make(server).auth_flow(outbound(), CRED)
     await flow.__anext__()
     with pytest.raises(StopAsyncIteration):
         await flow.asend(UpstreamResponse(status, CIMultiDict()))
     assert len(server.seen) == 1
 
 
-async def test_thousand_concurrent_401s_make_one_refresh(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_thousand_concurrent_401s_make_one_refresh(server: TokenServer) -> None:
     """Refresh happens only while the cached token is the one that failed."""
     server.delay = 0.01
-    scheme = make(server, http)
+    scheme = make(server)
     flows = [scheme.auth_flow(outbound(), CRED) for _ in range(1000)]
     await asyncio.gather(*(f.__anext__() for f in flows))
     retries: list[OutboundRequest] = await asyncio.gather(*(f.asend(UNAUTHORIZED) for f in flows))
@@ -185,29 +167,21 @@ async def test_thousand_concurrent_401s_make_one_refresh(
     assert len(server.seen) == 2
 
 
-async def test_a_replaced_credential_gets_its_own_token(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_a_replaced_credential_gets_its_own_token(server: TokenServer) -> None:
     """Tokens are cached per (name, version), so a new version never reuses the old token."""
-    scheme = make(server, http)
+    scheme = make(server)
     assert await first_send(scheme) == "Bearer t1"
     newer = credential({"client_id": "app-1"}, {"client_secret": "s3cret"}, version=2)
     assert await first_send(scheme, newer) == "Bearer t2"
     assert await first_send(scheme, newer) == "Bearer t2"
-    assert (
-        await first_send(
-            scheme, credential({"client_id": "b"}, {"client_secret": "s3cret"}, name="other")
-        )
-        == "Bearer t3"
-    )
+    other = credential({"client_id": "b"}, {"client_secret": "s3cret"}, name="other")
+    assert await first_send(scheme, other) == "Bearer t3"
 
 
-async def test_failure_hides_body_and_backs_off(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_failure_hides_body_and_backs_off(server: TokenServer) -> None:
     """A 500 is SC4008 without the body; retries wait 1s, 2s, capped at 3s; success resets."""
     server.status = 500
-    scheme = make(server, http, backoff_initial=1.0, backoff_max=3.0)
+    scheme = make(server, backoff_initial=1.0, backoff_max=3.0)
     clock = [0.0]
     scheme.clock = lambda: clock[0]
 
@@ -233,69 +207,59 @@ async def test_failure_hides_body_and_backs_off(
 
 
 @pytest.mark.parametrize(
-    "status,raw",
-    [
-        (200, b"<html>not json</html>"),
-        (200, b'{"token_type": "bearer"}'),
-        (200, b'{"access_token": "a\\r\\nb"}'),
-        (200, b"[]"),
-    ],
+    "raw", [b"<html/>", b'{"token_type": "bearer"}', b'{"access_token": "a\\r\\nb"}', b"[]"]
 )
-async def test_unusable_token_answers_are_sc4008(
-    server: TokenServer, http: aiohttp.ClientSession, status: int, raw: bytes
-) -> None:
-    """Non-JSON, no access_token, or a token unfit for a header are token endpoint failures."""
-    server.status, server.raw = status, raw
+async def test_unusable_token_answers_are_sc4008(server: TokenServer, raw: bytes) -> None:
+    """A 200 that is not JSON, lacks access_token, or has one unfit for a header is SC4008."""
+    server.raw = raw
     with pytest.raises(SidecarError) as info:
-        await first_send(make(server, http))
+        await first_send(make(server))
     assert info.value.code == "SC4008"
 
 
 async def test_timeout_and_refused_connection_are_sc4008(
-    server: TokenServer, http: aiohttp.ClientSession, unused_tcp_port: int
+    server: TokenServer, unused_tcp_port: int
 ) -> None:
     """A token endpoint that is slow or closed fails the request with SC4008."""
     server.delay = 2.0
     with pytest.raises(SidecarError, match="TimeoutError") as info:
-        await first_send(make(server, http))
+        await first_send(make(server))
     assert info.value.code == "SC4008"
-    closed = make(server, http, token_url=f"http://127.0.0.1:{unused_tcp_port}/token")
+    closed = make(server, token_url=f"http://127.0.0.1:{unused_tcp_port}/token")
     with pytest.raises(SidecarError, match="ClientConnectorError"):
         await first_send(closed)
 
 
-async def test_verify_accepts_and_caches_nothing(
-    server: TokenServer, http: aiohttp.ClientSession
-) -> None:
+async def test_verify_accepts_and_caches_nothing(server: TokenServer) -> None:
     """A successful token request verifies; the candidate's token is not cached."""
-    scheme = make(server, http)
-    await scheme.verify(CRED, http)
+    scheme = make(server)
+    await scheme.verify(CRED, server.http)
     assert await first_send(scheme) == "Bearer t2"
 
 
 @pytest.mark.parametrize("status,raw", [(401, None), (400, b'{"error": "invalid_client"}')])
 async def test_verify_rejects_invalid_client(
-    server: TokenServer, http: aiohttp.ClientSession, status: int, raw: bytes | None
+    server: TokenServer, status: int, raw: bytes | None
 ) -> None:
     """A 401, or invalid_client in a 400, means the provider said no."""
     if raw is not None:
         server.status, server.raw = status, raw
     bad = credential({"client_id": "app-1"}, {"client_secret": "wrong"})
     with pytest.raises(VerificationFailed, match="paynet - API Invalid credential"):
-        await make(server, http).verify(bad, http)
+        await make(server).verify(bad, server.http)
 
 
 async def test_verify_unreachable_or_broken_is_sc2006(
-    server: TokenServer, http: aiohttp.ClientSession, unused_tcp_port: int
+    server: TokenServer, unused_tcp_port: int
 ) -> None:
     """A 500 or a closed port cannot tell valid from invalid: SC2006."""
     server.status = 500
     for scheme in (
-        make(server, http),
-        make(server, http, token_url=f"http://127.0.0.1:{unused_tcp_port}/token"),
+        make(server),
+        make(server, token_url=f"http://127.0.0.1:{unused_tcp_port}/token"),
     ):
         with pytest.raises(SidecarError) as info:
-            await scheme.verify(CRED, http)
+            await scheme.verify(CRED, server.http)
         assert info.value.code == "SC2006" and "s3cret" not in str(info.value)
 
 
