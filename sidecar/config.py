@@ -175,7 +175,7 @@ class Config(_Model):
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+    if not sep or not (port.isascii() and port.isdigit()) or not int(port) <= 65535 or not host:
         raise ValueError("must be host:port")
     return host.strip("[]"), int(port)
 
@@ -207,6 +207,8 @@ def loads(text: str, env: Mapping[str, str] | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError([f"yaml{where}: {getattr(exc, 'problem', None) or exc}"]) from None
+    except RecursionError:  # very deep nesting, or an alias inside its own anchor
+        raise ConfigError(["yaml: nested too deeply, or an alias refers to itself"]) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

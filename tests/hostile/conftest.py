@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from sidecar.sandbox.openbao import OpenBao
-from tests.hostile.live import LiveSidecar
+from tests.hostile.live import SUMMARY, LiveSidecar
 
 
 @pytest.fixture
@@ -16,3 +16,12 @@ def live(openbao: OpenBao, prefix: str) -> Iterator[LiveSidecar]:
     sidecar = LiveSidecar(openbao.addr, prefix).start()
     yield sidecar
     sidecar.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fuzzers' counts in the summary, where output capture cannot hide them."""
+    lines = terminalreporter.config.stash.get(SUMMARY, [])
+    if lines:
+        terminalreporter.section("hostile input")
+        for line in lines:
+            terminalreporter.write_line(line)

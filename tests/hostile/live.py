@@ -13,6 +13,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import pytest
 import yaml
 from aiohttp import web
 
@@ -24,6 +25,8 @@ from tests.integration.conftest import config_dict
 
 T = TypeVar("T")
 GOOD_KEY = "SECR_good_key_1"
+# Summary lines ("N cases, 0 server errors") shown at the end of the run, with or without -s.
+SUMMARY = pytest.StashKey[list[str]]()
 
 
 @dataclass
