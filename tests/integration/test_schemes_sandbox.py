@@ -189,7 +189,7 @@ async def test_api_key_accepted_and_wrong_key_relayed(
     path: str,
 ) -> None:
     """The key reaches the peer in the documented header; a wrong key gets the peer's own 401."""
-    app, url = await start(aiohttp_server, api_key_peer.make_app(peer))
+    _, url = await start(aiohttp_server, api_key_peer.make_app(peer))
     sc = await make_sidecar(make_config({"p": up(url, "api_key", "p", **options)}))
     assert await put(sc, "p", "p", **{**fields, "api_key": "wrong"}) == 422
     assert await put(sc, "p", "p", **fields) == 201
