@@ -10,10 +10,6 @@ config error rather than a failed request. Neither provider has a verify endpoin
 
 from __future__ import annotations
 
-import re
-import string
-from collections.abc import Mapping
-
 import aiohttp
 from pydantic import Field, model_validator
 
@@ -27,27 +23,9 @@ from sidecar.schemes.base import (
     UpstreamContext,
 )
 from sidecar.schemes.probe import Probe, probe_request, run_probe
+from sidecar.schemes.template import CONTROL, Template
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PUBLIC = ("public_key", "key_id")
-
-
-class Template:
-    """Literal text and field names, parsed once; rendering only joins strings."""
-
-    def __init__(self, text: str, allowed: frozenset[str]) -> None:
-        parts: list[tuple[str, str | None]] = []
-        for literal, name, spec, conversion in string.Formatter().parse(text):
-            if name is not None and name not in allowed:
-                raise ValueError(f"unknown placeholder {{{name}}} in {text!r}")
-            if spec or conversion:
-                raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
-            parts.append((literal, name))
-        self.parts = tuple(parts)
-        self.names = frozenset(name for _, name in parts if name is not None)
-
-    def render(self, values: Mapping[str, str]) -> str:
-        return "".join(lit + ("" if name is None else values[name]) for lit, name in self.parts)
 
 
 class ApiKeyOptions(SchemeOptions):
@@ -83,7 +61,9 @@ class ApiKey(SchemeBase):
         known = options.known_fields()
         self.value_template = Template(options.template, known)
         self.extra = {h: Template(t, known) for h, t in options.extra_headers.items()}
-        self.used = self.value_template.names.union(*(t.names for t in self.extra.values()))
+        self.used = frozenset(self.value_template.names).union(
+            *(t.names for t in self.extra.values())
+        )
         self.secret_fields = (options.key_field,)
         self.public_fields = tuple(f for f in _PUBLIC if f != options.key_field)
         self.optional_fields = tuple(f for f in self.public_fields if f not in self.used)
@@ -91,7 +71,7 @@ class ApiKey(SchemeBase):
     def _render(self, header: str, template: Template, cred: Credential) -> str:
         """A control character would split or corrupt the request; the value is not echoed."""
         rendered = template.render({name: cred.value(name) for name in template.names})
-        if _CONTROL.search(rendered):
+        if CONTROL.search(rendered):
             raise SidecarError(
                 "SC4010", f"{self.upstream.name}: {header} would carry a control character"
             )
@@ -113,7 +93,7 @@ class ApiKey(SchemeBase):
         """Every field the templates use is present, non-empty and fit for a header."""
         for name in self.used | {self.options.key_field}:
             value = cred.secrets.get(name) or cred.fields.get(name)
-            if not value or _CONTROL.search(value):
+            if not value or CONTROL.search(value):
                 return False
         return True
 

@@ -29,8 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import re
-import string
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -49,6 +47,7 @@ from sidecar.schemes.base import (
     UpstreamContext,
 )
 from sidecar.schemes.probe import Probe, probe_request, run_probe
+from sidecar.schemes.template import CONTROL, Template
 
 PLACEHOLDERS = frozenset({"timestamp", "method", "path", "query", "body_sha256", "nonce"})
 FORMAT_PLACEHOLDERS = frozenset({"signature", "timestamp", "nonce", "key_id"})
@@ -62,27 +61,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "key_field": "client_secret",
     }
 }
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class Template:
-    """A template parsed once: literal text and placeholder names, rendered by joining."""
-
-    def __init__(self, text: str, allowed: frozenset[str]) -> None:
-        parts: list[tuple[str, str | None]] = []
-        for literal, name, spec, conversion in string.Formatter().parse(text):
-            if name is not None and name not in allowed:
-                raise ValueError(f"unknown placeholder {{{name}}} in {text!r}")
-            if spec or conversion:
-                raise ValueError(f"placeholder {{{name}}} takes no format spec or conversion")
-            parts.append((literal, name))
-        self.parts = tuple(parts)
-        self.names = [name for _, name in parts if name is not None]
-
-    def render(self, values: Mapping[str, str]) -> str:
-        return "".join(lit + ("" if name is None else values[name]) for lit, name in self.parts)
 
 
 class HmacOptions(SchemeOptions):
@@ -183,7 +161,7 @@ class Hmac(SchemeBase):
 
     def _checked(self, header: str, value: str) -> str:
         """A stored key_id with CR/LF must not split the request; the value is not echoed."""
-        if _CONTROL.search(value):
+        if CONTROL.search(value):
             raise SidecarError(
                 "SC4010", f"{self.upstream.name}: {header} would carry a control character"
             )
@@ -194,7 +172,7 @@ class Hmac(SchemeBase):
         needed = [self.options.key_field, *(["key_id"] if self._needs_key_id else [])]
         for name in needed:
             value = cred.secrets.get(name) or cred.fields.get(name)
-            if not value or (name == "key_id" and _CONTROL.search(value)):
+            if not value or (name == "key_id" and CONTROL.search(value)):
                 raise VerificationFailed(f"{self.upstream.name} - API Invalid credential")
         if self.probe is not None:
             flow = self.auth_flow(probe_request(self.probe, self.upstream), cred)
