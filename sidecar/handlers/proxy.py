@@ -47,7 +47,8 @@ HOP_BY_HOP = frozenset(
         "content-length",
     }
 )
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 (but TAB), DEL, C1 and the Unicode line separators: none is ever forwarded.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _CHUNK = 64 * 1024
 
 
@@ -214,9 +215,20 @@ async def _send_once(
         ) from None
 
 
+class _SmallRelay(web.StreamResponse):
+    """Headers leave with the first body bytes: one send per small answer instead of two.
+
+    A plain StreamResponse sends its headers at ``prepare()``; ``web.Response`` defers them
+    like this (an aiohttp >= 3.12 class flag; older versions simply send twice).
+    """
+
+    _send_headers_immediately = False
+
+
 async def _relay(request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
     """Stream the upstream's answer; a failure mid-body can only cut the connection."""
-    out = web.StreamResponse(status=resp.status, reason=resp.reason)
+    small = resp.content_length is not None and resp.content_length <= _CHUNK
+    out = (_SmallRelay if small else web.StreamResponse)(status=resp.status, reason=resp.reason)
     for key, value in resp.headers.items():
         if key.lower() not in HOP_BY_HOP:
             out.headers.add(key, value)
