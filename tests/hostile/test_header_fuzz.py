@@ -114,14 +114,9 @@ def test_forward_headers_refuses_what_a_lenient_parser_lets_through(value: str) 
     assert info.value.code == "SC4010"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy.py _CONTROL covers C0 and DEL only: C1 controls (U+0080-U+009F, e.g. NEL) "
-    "are forwarded; flip this test when _CONTROL includes \\x80-\\x9f",
-)
 @pytest.mark.parametrize("value", ["a\u0085b", "a\u009bb"])
 def test_c1_control_characters_are_not_forwarded(proxied: LiveSidecar, value: str) -> None:
-    """U+0085 (NEL) is a line break to many log pipelines; it should be refused like LF."""
+    """U+0085 (NEL) is a line break to many log pipelines; it is refused like LF."""
     before = len(proxied.peer.seen)
     status, _ = send_raw(proxied, value.encode())
     assert status == 400 and len(proxied.peer.seen) == before

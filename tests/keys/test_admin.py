@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 import pytest
@@ -72,7 +73,7 @@ async def test_kv_holds_no_key_material(sidecar: Sidecar, openbao: OpenBao, pref
     """A raw KV read shows a transit HMAC and a transit ciphertext, never the key or HMAC key."""
     issued = await issue(sidecar, "* /*", hmac=True)
     stored = raw_kv(openbao, prefix, issued["key_id"])
-    assert "vault:v1:" in stored
+    assert re.search(r"vault:v\d+:", stored)  # another test may have rotated the shared key
     for secret in (issued["key"], issued["hmac_key"], issued["key"].rsplit("_", 1)[1]):
         assert not any(form in stored for form in encodings(secret))
 
