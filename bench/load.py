@@ -1,0 +1,213 @@
+"""Drive load at one target: wrk when installed, else a bundled aiohttp generator.
+
+Both run in a process of their own (wrk is one; the generator is ``python -m bench.load``) and
+report the same shape: requests, errors, requests/s and latency percentiles in microseconds.
+Every run is bounded twice, by its duration and by a request count, and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_REQUESTS = 5_000_000
+_MARK = "BENCHJSON"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One request shape, sent again and again (the body is fixed: auth is the proxy's job)."""
+
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+
+def tool() -> str:
+    """``BENCH_LOAD=python`` forces the bundled generator even where wrk is installed."""
+    if os.environ.get("BENCH_LOAD") == "python":
+        return "python"
+    return "wrk" if shutil.which("wrk") else "python"
+
+
+def warm(target: Target, concurrency: int, seconds: float) -> None:
+    """Open the connections and fill the pools (and token caches) before measuring."""
+    if seconds >= 1 or (seconds > 0 and tool() == "python"):
+        measure(target, concurrency, seconds)
+    elif seconds > 0:
+        asyncio.run(_prime(target, concurrency))
+
+
+def measure(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
+    """Counts and latency percentiles (µs) of ``seconds`` of load at ``concurrency``."""
+    if tool() == "wrk":
+        return _wrk(target, concurrency, seconds)
+    cmd = [sys.executable, "-m", "bench.load", json.dumps(asdict(target))]
+    cmd += ["-c", str(concurrency), "-d", str(seconds)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    return _parse(out.stdout, out.stderr)
+
+
+def _lua(target: Target) -> str:
+    """wrk's request shape and a done() that prints one machine-readable line."""
+    lines = [f"wrk.method = [==[{target.method}]==]"]
+    if target.body:
+        lines.append(f"wrk.body = [==[{target.body}]==]")
+    lines += [f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in target.headers.items()]
+    lines.append(
+        "done = function(s, lat, req)\n"
+        "  local e = s.errors\n"
+        f'  io.write(string.format("{_MARK} {{\\"requests\\": %d, \\"seconds\\": %f, '
+        '\\"errors\\": %d, \\"non2xx\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d, '
+        '\\"mean_us\\": %f}\\n", s.requests, s.duration / 1e6, '
+        "e.connect + e.read + e.write + e.timeout, e.status, lat:percentile(50), "
+        "lat:percentile(99), lat.mean))\n"
+        "end"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _wrk(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_lua(target))
+    # wrk takes whole seconds only.
+    cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(round(seconds), 1)}s", "--timeout", "5s"]
+    cmd += ["-s", script.name, target.url]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    return _parse(out.stdout, out.stderr)
+
+
+def _parse(stdout: str, stderr: str) -> dict[str, Any]:
+    for line in stdout.splitlines():
+        if line.startswith(_MARK):
+            result: dict[str, Any] = json.loads(line[len(_MARK) :])
+            result["rps"] = result["requests"] / result["seconds"] if result["seconds"] else 0.0
+            return result
+    raise RuntimeError(f"load generator gave no result: {stderr.strip()[-400:]}")
+
+
+# -- the bundled generator ---------------------------------------------------------------------
+
+
+def _request_bytes(target: Target) -> tuple[str, int, bytes]:
+    """(host, port, the whole HTTP/1.1 request), encoded once: the loop only writes it."""
+    from yarl import URL
+
+    url = URL(target.url)
+    body = target.body.encode()
+    head = [f"{target.method} {url.raw_path_qs} HTTP/1.1", f"Host: {url.raw_host}:{url.port}"]
+    head += [f"{k}: {v}" for k, v in target.headers.items()]
+    if body or target.method in ("POST", "PUT", "PATCH"):
+        head.append(f"Content-Length: {len(body)}")
+    raw = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    return url.raw_host or "127.0.0.1", url.port or 80, raw
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    """Read one response (Content-Length or chunked); returns its status."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    lower = head.lower()
+    at = lower.find(b"content-length:")
+    if at >= 0:
+        await reader.readexactly(int(lower[at + 15 : lower.index(b"\r\n", at)]))
+    elif b"chunked" in lower:
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                break
+    return status
+
+
+async def _worker(where: tuple[str, int, bytes], until: float, lat: list[float]) -> list[int]:
+    """One keep-alive connection's loop; returns [errors, non-2xx]."""
+    host, port, raw = where
+    counts = [0, 0]
+    writer: asyncio.StreamWriter | None = None
+    while time.perf_counter() < until and len(lat) < MAX_REQUESTS:
+        started = time.perf_counter()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            writer.write(raw)
+            status = await asyncio.wait_for(_read_response(reader), 5)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            counts[0] += 1
+            if writer is not None:
+                writer.close()
+            writer = None
+            continue
+        counts[1] += not 200 <= status < 300
+        lat.append(time.perf_counter() - started)
+    if writer is not None:
+        writer.close()
+    return counts
+
+
+async def _prime(target: Target, concurrency: int, rounds: int = 3) -> None:
+    """A warm-up shorter than wrk's one second: open the connections, fetch tokens."""
+    import aiohttp
+
+    body = target.body.encode() or None
+    async with aiohttp.ClientSession() as session:
+        for _ in range(rounds):
+            await asyncio.gather(
+                *(_once(session, target, body) for _ in range(concurrency)),
+                return_exceptions=True,
+            )
+
+
+async def _once(session: Any, target: Target, body: bytes | None) -> None:
+    async with session.request(target.method, target.url, headers=target.headers, data=body) as r:
+        await r.read()
+
+
+async def _run(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
+    where = _request_bytes(target)
+    lat: list[float] = []
+    started = time.perf_counter()
+    until = started + seconds
+    counts = await asyncio.gather(*(_worker(where, until, lat) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    lat.sort()
+    n = len(lat)
+    return {
+        "requests": n,
+        "seconds": elapsed,
+        "errors": sum(c[0] for c in counts),
+        "non2xx": sum(c[1] for c in counts),
+        "p50_us": lat[n // 2] * 1e6 if n else 0.0,
+        "p99_us": lat[min(n - 1, int(n * 0.99))] * 1e6 if n else 0.0,
+        "mean_us": sum(lat) / n * 1e6 if n else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="bundled load generator (used without wrk)")
+    parser.add_argument("target", help="JSON of a Target")
+    parser.add_argument("-c", type=int, default=1)
+    parser.add_argument("-d", type=float, default=5.0)
+    args = parser.parse_args()
+    import uvloop
+
+    result = uvloop.run(_run(Target(**json.loads(args.target)), args.c, args.d))
+    print(_MARK, json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""One benchmark run: start the parties, store the credentials, drive every cell, collect.
+
+Order of events: the upstream and OpenBao; the sidecar once with an empty store (to save the
+credentials through the admin API, verified against the upstream like in production), then
+again, timing start to ``/readyz`` 200 with the credentials to load; the forwarder; then the
+cells, scheme by scheme and concurrency by concurrency, direct / forwarder / sidecar side by
+side so a noisy neighbour hurts all three alike.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench import load, procs, pyspy
+from bench.scenarios import Scenario
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
+
+BIN = Path(sys.executable).parent
+REFRESH_INTERVAL = 30.0  # the sidecar's default cache.refresh_interval, kept as shipped
+
+
+@dataclass
+class Settings:
+    seconds: float
+    warmup: float
+    concurrency: list[int]
+    scenarios: list[Scenario]
+    forwarder_uvloop: bool
+    logs: Path
+    profile: Path | None = None
+    cprofile: Path | None = None
+    say: Any = print
+
+
+@dataclass
+class Ports:
+    upstream: int = field(default_factory=free_port)
+    forwarder: int = field(default_factory=free_port)
+    proxy: int = field(default_factory=free_port)
+    admin: int = field(default_factory=free_port)
+
+    def url(self, port: int) -> str:
+        return f"http://127.0.0.1:{port}"
+
+
+def sidecar_config(s: Settings, ports: Ports, vault_addr: str) -> dict[str, Any]:
+    upstream = ports.url(ports.upstream)
+    return {
+        "vault": {
+            "address": vault_addr,
+            "auth": {"method": "token", "token": ROOT_TOKEN},
+            "prefix": f"bench/{uuid.uuid4().hex[:8]}",
+        },
+        "listen": {"proxy": f"127.0.0.1:{ports.proxy}", "admin": f"127.0.0.1:{ports.admin}"},
+        "logging": {"level": "info", "format": "json"},
+        "cache": {"refresh_interval": REFRESH_INTERVAL},
+        "upstreams": {sc.name: sc.upstream_config(upstream) for sc in s.scenarios},
+    }
+
+
+def start_sidecar(
+    config_path: Path,
+    ports: Ports,
+    logs: Path,
+    started: list[procs.Proc],
+    cprofile: Path | None = None,
+) -> tuple[procs.Proc, float]:
+    """Spawn ``sidecar run``; seconds from spawn to ``/readyz`` 200 (polled every 10 ms)."""
+    cmd = [str(BIN / "sidecar"), "run", "--config", str(config_path)]
+    if cprofile is not None:
+        cmd = [sys.executable, "-m", "bench.cpuprofile", str(cprofile), *cmd[1:]]
+    proc = procs.spawn("sidecar", cmd, logs / "sidecar.log")
+    started.append(proc)
+    return proc, procs.wait_ok(ports.url(ports.admin) + "/readyz", proc)
+
+
+def store_credentials(s: Settings, ports: Ports) -> None:
+    for sc in s.scenarios:
+        name = sc.upstream_config("")["credential"]
+        body = {"upstream": sc.name, "environment": "sandbox", "fields": sc.fields}
+        procs.http_json("PUT", f"{ports.url(ports.admin)}/v1/credentials/{name}", body)
+
+
+def target(sc: Scenario, base: str, prefix: str) -> load.Target:
+    return load.Target(base + prefix + sc.path, sc.method, sc.headers, sc.body)
+
+
+def run(s: Settings) -> dict[str, Any]:
+    s.logs.mkdir(parents=True, exist_ok=True)
+    for old in s.logs.glob("*.log"):
+        old.unlink()
+    ports = Ports()
+    started: list[procs.Proc] = []
+    bao = OpenBao()
+    loadavg_before = os.getloadavg()[0]
+    try:
+        upstream = procs.spawn(
+            "upstream",
+            [sys.executable, "-m", "bench.upstream", "--port", str(ports.upstream)],
+            s.logs / "upstream.log",
+        )
+        started.append(upstream)
+        procs.wait_ok(ports.url(ports.upstream) + "/", upstream)
+        s.say("starting OpenBao ...")
+        bao.start()
+        config_path = s.logs / "sidecar.yaml"
+        config_path.write_text(yaml.safe_dump(sidecar_config(s, ports, bao.addr)))
+        sidecar, ready_empty = start_sidecar(config_path, ports, s.logs, started)
+        store_credentials(s, ports)
+        sidecar.stop()
+        sidecar, ready = start_sidecar(config_path, ports, s.logs, started, s.cprofile)
+        forwarder = _start_forwarder(s, ports, started)
+        time.sleep(0.5)
+        side: dict[str, Any] = {
+            "pid": sidecar.pid,
+            "ready_s": ready,
+            "ready_s_empty": ready_empty,
+            "credentials": len(s.scenarios),
+            "rss_idle_kib": sidecar.status_kib("VmRSS"),
+            "refresh_interval": REFRESH_INTERVAL,
+        }
+        metrics_url = ports.url(ports.admin) + "/metrics"
+        vault_before = procs.vault_requests(metrics_url)
+        load_started = time.monotonic()
+        spy = pyspy.start(sidecar, s.profile) if s.profile else None
+        try:
+            with procs.RssSampler(sidecar) as sampler:
+                cells = _cells(s, ports, upstream, forwarder, sidecar)
+        finally:
+            pyspy.stop(spy)
+        load_seconds = time.monotonic() - load_started
+        side["vault_requests_during_load"] = procs.vault_requests(metrics_url) - vault_before
+        side["load_seconds"] = load_seconds
+        side["vault_sync_budget"] = (math.ceil(load_seconds / REFRESH_INTERVAL) + 1) * (
+            1 + len(s.scenarios)
+        )
+        side["proxied_requests"] = sum(c["requests"] for c in cells if c["target"] == "sidecar")
+        side["rss_load_peak_kib"] = sampler.peak_kib
+        side["rss_after_kib"] = sidecar.status_kib("VmRSS")
+        side["hwm_kib"] = sidecar.status_kib("VmHWM")
+    finally:
+        for proc in reversed(started):
+            proc.stop()
+        bao.stop()
+    return {
+        "tool": _tool_name(),
+        "settings": {
+            "seconds": s.seconds,
+            "warmup": s.warmup,
+            "concurrency": s.concurrency,
+            "schemes": [sc.name for sc in s.scenarios],
+            "forwarder_loop": "uvloop" if s.forwarder_uvloop else "asyncio (aiohttp default)",
+        },
+        "code": _code_version(),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "loadavg_before": loadavg_before,
+            "loadavg_after": os.getloadavg()[0],
+            "python": platform.python_version(),
+        },
+        "cells": cells,
+        "sidecar": side,
+    }
+
+
+def _start_forwarder(s: Settings, ports: Ports, started: list[procs.Proc]) -> procs.Proc:
+    specs = {sc.name: sc.forwarder_spec(ports.url(ports.upstream)) for sc in s.scenarios}
+    cmd = [sys.executable, "-m", "bench.forwarder", "--port", str(ports.forwarder)]
+    if s.forwarder_uvloop:
+        cmd.append("--uvloop")
+    env = {"BENCH_FORWARDER_SPECS": json.dumps(specs)}
+    proc = procs.spawn("forwarder", cmd, s.logs / "forwarder.log", env)
+    started.append(proc)
+    procs.wait_ok(f"{ports.url(ports.forwarder)}/{s.scenarios[0].name}/ready", proc)
+    return proc
+
+
+def _cells(
+    s: Settings, ports: Ports, upstream: procs.Proc, forwarder: procs.Proc, sidecar: procs.Proc
+) -> list[dict[str, Any]]:
+    cells: list[dict[str, Any]] = []
+    parties = (
+        ("direct", ports.url(ports.upstream), "", None),
+        ("forwarder", ports.url(ports.forwarder), None, forwarder),
+        ("sidecar", ports.url(ports.proxy), None, sidecar),
+    )
+    for sc in s.scenarios:
+        for c in s.concurrency:
+            for name, base, prefix, proc in parties:
+                tgt = target(sc, base, f"/{sc.name}" if prefix is None else prefix)
+                load.warm(tgt, c, s.warmup)
+                cpu = proc.cpu_seconds() if proc else 0.0
+                result = load.measure(tgt, c, s.seconds)
+                spent = (proc.cpu_seconds() - cpu) if proc else None
+                per_req = spent / result["requests"] * 1e6 if spent and result["requests"] else None
+                cells.append({"scheme": sc.name, "concurrency": c, "target": name, **result})
+                cells[-1]["proxy_cpu_us_per_req"] = per_req
+                s.say(
+                    f"{sc.name:<26} c={c:<3} {name:<10} {result['rps']:>8.0f} req/s  "
+                    f"p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs"
+                )
+    return cells
+
+
+def _code_version() -> dict[str, Any]:
+    """The commit measured, and whether sidecar/ had uncommitted edits (a shared tree)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "sidecar_dirty": bool(git("status", "--porcelain", "--", "sidecar")),
+    }
+
+
+def _tool_name() -> str:
+    if load.tool() != "wrk":
+        return "python (bench.load, bundled asyncio generator, 1 process)"
+    return "wrk (1 thread, Lua script for method/body/headers)"
