@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import re
 import secrets
 import ssl
 import tempfile
@@ -29,21 +28,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
-_DNS = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(?:\.{_LABEL})*$")
+from sidecar.hostnames import is_dns_name
+
 # Clients and the sidecar may disagree on the time by a few minutes.
 _SKEW = timedelta(minutes=5)
 # Nothing is permitted when no host is configured: ".invalid" never resolves (RFC 6761).
 _NOTHING = "sidecar.invalid"
-
-
-def is_dns_name(host: str) -> bool:
-    """Interception is for DNS names only: an IP literal gets neither a leaf nor a tunnel."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return bool(_DNS.match(host)) and not host.replace(".", "").isdigit()
-    return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from sidecar.ca import Authority, is_dns_name, server_context
 from sidecar.errors import SidecarError
+from sidecar.hostnames import is_dns_name
 from sidecar.logging import get_logger
 
 if TYPE_CHECKING:
+    from sidecar.ca import Authority
     from sidecar.runtime import Runtime
     from sidecar.upstreams import Upstream
 
@@ -42,6 +43,8 @@ class Interceptor:
     """Owns the CA, the per-host TLS contexts and the inner application's connections."""
 
     def __init__(self, rt: Runtime) -> None:
+        from sidecar.ca import Authority  # cryptography is loaded only when interception is on
+
         self.rt = rt
         self.cfg = rt.config.intercept
         self.authority = Authority(self.hosts(), timedelta(days=self.cfg.ca_ttl_days))
@@ -77,6 +80,8 @@ class Interceptor:
 
     def rotate(self, reason: str) -> None:
         """A new CA (the old one stays in the bundle); every cached leaf is dropped."""
+        from sidecar.ca import Authority
+
         self.previous = self.authority
         self.authority = Authority(self.hosts(), timedelta(days=self.cfg.ca_ttl_days))
         self._contexts.clear()
@@ -94,6 +99,8 @@ class Interceptor:
         cached = self._contexts.get(host)
         if cached is not None and cached[1] > now:
             return cached[0]
+        from sidecar.ca import server_context
+
         leaf = self.authority.issue(host, ttl, now)
         ctx = server_context(leaf)
         ctx.sni_callback = _sni_check(host)

@@ -7,6 +7,7 @@ headers, drops bodies, and scrubs any value that equals a secret the store curre
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -50,9 +51,17 @@ class SecretRegistry:
 SECRETS = SecretRegistry()
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Keys repeat from event to event: decide once per key, not once per line."""
+    return key not in _SAFE_KEYS and _SECRET_KEY.search(key) is not None
+
+
 def _clean(key: str, value: Any) -> Any:
-    if key not in _SAFE_KEYS and _SECRET_KEY.search(key):
+    if _secret_key(key):
         return REDACTED
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
     if isinstance(value, str):
         return SECRETS.scrub(value)
     if isinstance(value, dict):
@@ -103,7 +112,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(stream),
+        logger_factory=structlog.WriteLoggerFactory(stream),  # one write per line
         cache_logger_on_first_use=False,
     )
 

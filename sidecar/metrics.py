@@ -67,6 +67,7 @@ class Metrics:
             registry=self.registry,
         )
         self._children: dict[tuple[str, int], Counter] = {}
+        self._latency: dict[str, Histogram] = {}
 
     def observe(self, upstream: str, status: int, seconds: float) -> None:
         key = (upstream, status // 100)
@@ -75,7 +76,10 @@ class Metrics:
             label = _CLASSES[min(max(status // 100, 1), 5) - 1]
             child = self._children[key] = self.requests.labels(upstream, label)
         child.inc()
-        self.latency.labels(upstream).observe(seconds)
+        timer = self._latency.get(upstream)
+        if timer is None:
+            timer = self._latency[upstream] = self.latency.labels(upstream)
+        timer.observe(seconds)
 
     def watch(self, runtime: Runtime) -> None:
         self.registry.register(_RuntimeCollector(runtime))
