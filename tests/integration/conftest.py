@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from sidecar import config
@@ -72,3 +73,34 @@ async def make_sidecar(aiohttp_client: Any) -> AsyncIterator[MakeSidecar]:
         return Sidecar(rt, admin, proxy)
 
     yield make
+
+
+@pytest.fixture
+def own_openbao() -> Iterator[OpenBao]:
+    """A dedicated OpenBao, for tests that pause it (the session one is shared)."""
+    server = OpenBao().start()
+    yield server
+    server.stop()
+
+
+async def key_peer(aiohttp_server: Any, key: str) -> str:
+    """A loopback provider answering 200 to ``Authorization: <key>`` and 401 otherwise; its URL."""
+
+    async def answer(request: web.Request) -> web.Response:
+        ok = request.headers.get("Authorization") == key
+        return web.json_response({"balance": 1} if ok else {}, status=200 if ok else 401)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/")).rstrip("/")
+
+
+def api_key_upstream(url: str, credential: str = "pay", **extra: Any) -> dict[str, Any]:
+    return {
+        "url": url,
+        "scheme": "api_key",
+        "credential": credential,
+        "environment": "sandbox",
+        **extra,
+    }

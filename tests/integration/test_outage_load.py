@@ -5,27 +5,16 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import yaml
-from aiohttp import web
 
 from sidecar import config
 from sidecar.sandbox.openbao import OpenBao
-from tests.integration.conftest import MakeSidecar, config_dict
+from tests.integration.conftest import MakeSidecar, api_key_upstream, config_dict, key_peer
 
 OUTAGE_SECONDS = float(os.environ.get("SIDECAR_OUTAGE_SECONDS", "60"))
 KEY = "k-outage-7f3e"
-
-
-@pytest.fixture
-def own_openbao() -> Iterator[OpenBao]:
-    """A dedicated OpenBao, because this test pauses it."""
-    server = OpenBao().start()
-    yield server
-    server.stop()
 
 
 async def test_outage_under_load_serves_from_cache_and_recovers(
@@ -33,26 +22,8 @@ async def test_outage_under_load_serves_from_cache_and_recovers(
 ) -> None:
     """Vault paused for the outage window: 0 failed proxied requests, 503 writes, self-recovery."""
 
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response(
-            {}, status=200 if request.headers.get("Authorization") == KEY else 401
-        )
-
-    peer_app = web.Application()
-    peer_app.router.add_route("*", "/{tail:.*}", ok)
-    peer = await aiohttp_server(peer_app)
-    data = config_dict(
-        own_openbao.addr,
-        prefix,
-        {
-            "pay": {
-                "url": str(peer.make_url("/")).rstrip("/"),
-                "scheme": "api_key",
-                "credential": "pay",
-                "environment": "sandbox",
-            }
-        },
-    )
+    url = await key_peer(aiohttp_server, KEY)
+    data = config_dict(own_openbao.addr, prefix, {"pay": api_key_upstream(url)})
     data["vault"]["timeout"] = 1
     data["cache"] = {"refresh_interval": 1, "max_stale": 600}
     sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))

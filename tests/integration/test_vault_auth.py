@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiohttp import web
 from structlog.testing import capture_logs
 
 from sidecar import config
 from sidecar.sandbox.openbao import OpenBao
-from tests.integration.conftest import MakeSidecar, config_dict
+from tests.integration.conftest import MakeSidecar, api_key_upstream, config_dict, key_peer
 
 SOAK_SECONDS = float(os.environ.get("SIDECAR_SOAK_SECONDS", "60"))
 POLICY = (
@@ -54,26 +53,8 @@ async def test_short_ttl_token_renewed_then_relogin_without_failures(
 ) -> None:
     """Over a minute of steady traffic: renewals, fresh logins, zero failed proxied requests."""
 
-    async def ok(request: web.Request) -> web.Response:
-        return web.json_response(
-            {}, status=200 if request.headers.get("Authorization") == "k-approle-1" else 401
-        )
-
-    peer_app = web.Application()
-    peer_app.router.add_route("*", "/{tail:.*}", ok)
-    peer = await aiohttp_server(peer_app)
-    data = config_dict(
-        openbao.addr,
-        prefix,
-        {
-            "pay": {
-                "url": str(peer.make_url("/")).rstrip("/"),
-                "scheme": "api_key",
-                "credential": "pay",
-                "environment": "sandbox",
-            }
-        },
-    )
+    url = await key_peer(aiohttp_server, "k-approle-1")
+    data = config_dict(openbao.addr, prefix, {"pay": api_key_upstream(url)})
     data["vault"]["auth"] = approle(openbao, tmp_path)
     data["cache"]["refresh_interval"] = 2  # the background sync keeps using the token
     with capture_logs() as logs:

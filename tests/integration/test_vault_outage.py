@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import yaml
 from aiohttp import web
 
 from sidecar import config
 from sidecar.sandbox.openbao import OpenBao
 from tests.integration.conftest import MakeSidecar, config_dict
-
-
-@pytest.fixture
-def own_openbao() -> Iterator[OpenBao]:
-    """A dedicated OpenBao, because this test pauses it."""
-    server = OpenBao().start()
-    yield server
-    server.stop()
 
 
 async def test_writes_fail_fast_while_paused_and_recover(
