@@ -46,7 +46,6 @@ CODES: dict[str, Code] = {
         Code("SC2004", 422, "Unknown upstream"),
         Code("SC2005", 422, "Provider rejected the credential"),
         Code("SC2006", 502, "Provider could not be reached to verify the credential"),
-        Code("SC2007", 409, "Credential already exists"),
         # SC3xxx: Vault
         Code("SC3001", 503, "Vault is unavailable"),
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),

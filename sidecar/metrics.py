@@ -107,7 +107,7 @@ class _RuntimeCollector(Collector):
         )
         cache.add_metric(["hit"], rt.store.cache_hits)
         cache.add_metric(["miss"], rt.store.cache_misses)
-        cache.add_metric(["stale"], getattr(rt.store, "stale_serves", 0))
+        cache.add_metric(["stale"], rt.store.stale_serves)
         yield cache
         tokens = CounterMetricFamily(
             "sidecar_token_fetches",

@@ -83,6 +83,7 @@ class Runtime:
         retired += [u for n, u in self.upstreams.items() if n not in fresh]
         self.upstreams = kept
         self.config = config.model_copy(update={s: getattr(self.config, s) for s in needs_restart})
+        self._tasks = [t for t in self._tasks if not t.done()]  # reloads must not pile up tasks
         if retired:
             self._tasks.append(asyncio.create_task(self._retire(retired), name="retire-pools"))
         log.info(

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import contextlib
 import functools
+import os
 import random
 import time
 from collections.abc import Callable
@@ -49,11 +50,10 @@ def _map_error(exc: Exception, what: str) -> SidecarError:
 class Vault:
     """One Vault client per sidecar; counts its requests so tests can prove zero on hot paths."""
 
-    def __init__(self, cfg: VaultConfig, on_request: Callable[[str, bool], None] | None = None):
+    def __init__(self, cfg: VaultConfig) -> None:
         self.cfg = cfg
         verify: bool | str = str(cfg.ca_bundle) if cfg.ca_bundle else True
         self._client = hvac.Client(url=cfg.address, timeout=cfg.timeout, verify=verify)
-        self._on_request = on_request
         self.requests = 0
         self.errors = 0
         self.authenticated = False
@@ -86,8 +86,6 @@ class Vault:
                 return None
             except (hv.VaultError, requests.RequestException) as exc:
                 self.errors += 1
-                if self._on_request:
-                    self._on_request(what, False)
                 if (
                     isinstance(exc, hv.Forbidden)
                     and may_relogin
@@ -96,8 +94,6 @@ class Vault:
                 ):
                     continue
                 raise _map_error(exc, what) from None
-            if self._on_request:
-                self._on_request(what, True)
             return result
         raise AssertionError("unreachable")
 
@@ -352,8 +348,6 @@ def _read_secret(value: Any, path: Any, what: str) -> str:
 
 
 def _token(auth: VaultAuth) -> str:
-    import os
-
     if auth.token is not None or auth.token_file is not None:
         return _read_secret(auth.token, auth.token_file, "token")
     if os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN"):

@@ -138,20 +138,6 @@ class UpstreamContext:
         return URL(base + "/" + path.lstrip("/"), encoded=False)
 
 
-class SchemeFactory(Protocol):
-    """A scheme class: built from its validated options and the upstream it belongs to."""
-
-    name: str
-    Options: type[SchemeOptions]
-
-    def __call__(self, options: Any, upstream: UpstreamContext) -> Scheme: ...
-
-
-async def single_pass(request: OutboundRequest) -> AuthFlow:
-    """The trivial flow (yield once, ignore the response), for composition and tests."""
-    yield request
-
-
 def now() -> datetime:
     """Current time with offset; one place so tests can reason about clocks."""
     return datetime.now().astimezone()
