@@ -145,6 +145,18 @@ async def test_bad_input_is_refused_and_nothing_written(
     assert (await (await sidecar.admin.get("/v1/credentials")).json())["credentials"] == []
 
 
+async def test_wrong_content_type_and_bad_filter_have_codes(sidecar: Sidecar) -> None:
+    """A non-JSON Content-Type is 415 SC1008; a bad list filter is 400 SC1009."""
+    r = await sidecar.admin.put(
+        "/v1/credentials/azupay", data=b"x", headers={"Content-Type": "text/plain"}
+    )
+    assert (r.status, (await r.json())["code"]) == (415, "SC1008")
+    r = await sidecar.admin.get("/v1/credentials?enabled=maybe")
+    assert (r.status, (await r.json())["code"]) == (400, "SC1009")
+    r = await sidecar.admin.get("/v1/credentials?environment=prod")
+    assert (r.status, (await r.json())["code"]) == (400, "SC1009")
+
+
 async def test_unknown_route_and_method_have_codes(sidecar: Sidecar) -> None:
     """404 and 405 answer with the JSON error shape too."""
     r = await sidecar.admin.get("/v1/nothing")

@@ -59,3 +59,29 @@ async def test_outage_under_load_serves_from_cache_and_recovers(
     assert failed == 0 and writes_503 == writes
     assert stale > 0 and 'sidecar_cache_lookups_total{result="stale"}' in metrics
     assert recovered_in < 10
+
+
+async def test_past_max_stale_the_proxy_refuses(
+    own_openbao: OpenBao, prefix: str, aiohttp_server: Any, make_sidecar: MakeSidecar
+) -> None:
+    """Vault paused longer than cache.max_stale: the cache is no longer trusted, 503 SC4012."""
+    url = await key_peer(aiohttp_server, KEY)
+    data = config_dict(own_openbao.addr, prefix, {"pay": api_key_upstream(url)})
+    data["vault"]["timeout"] = 0.5
+    data["cache"] = {"refresh_interval": 0.5, "max_stale": 3}  # stale after 2 s, refused after 3 s
+    sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))
+    await sidecar.admin.put(
+        "/v1/credentials/pay", json={"upstream": "pay", "fields": {"api_key": KEY}}
+    )
+    assert (await sidecar.proxy.get("/pay/x")).status == 200
+    own_openbao.pause()
+    try:
+        await asyncio.sleep(4.5)
+        r = await sidecar.proxy.get("/pay/x")
+        assert (r.status, r.headers.get("X-Sidecar-Error")) == (503, "SC4012")
+    finally:
+        own_openbao.resume()
+    deadline = time.monotonic() + 10
+    while (await sidecar.proxy.get("/pay/x")).status != 200 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert (await sidecar.proxy.get("/pay/x")).status == 200  # the next sync makes it fresh again
