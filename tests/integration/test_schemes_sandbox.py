@@ -77,25 +77,23 @@ async def test_placetopay_accepted_and_wrong_secret_relayed(
     assert answer["status"]["message"] == "Authentication failed 102"
 
 
+async def paynet_sidecar(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> tuple[Any, Sidecar]:
+    """The sandbox OAuth2 token server (PayNet's token path) and a sidecar in front of it."""
+    app, url = await start(
+        aiohttp_server, oauth2.make_app(oauth2.OAuth2Config(clients=dict([PAYNET])))
+    )
+    options = {"token_url": "/v1/picasso-guard/auth/token"}
+    upstream = up(url, "oauth2_client_credentials", "paynet", **options)
+    return app, await make_sidecar(make_config({"paynet": upstream}))
+
+
 async def test_oauth2_accepted_and_wrong_secret_relayed(
     aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
 ) -> None:
     """A Bearer token from the sandbox token server is accepted; a wrong secret is 502 SC4008."""
-    _, url = await start(
-        aiohttp_server, oauth2.make_app(oauth2.OAuth2Config(clients=dict([PAYNET])))
-    )
-    sc = await make_sidecar(
-        make_config(
-            {
-                "paynet": up(
-                    url,
-                    "oauth2_client_credentials",
-                    "paynet",
-                    token_url="/v1/picasso-guard/auth/token",
-                )
-            }
-        )
-    )
+    _, sc = await paynet_sidecar(aiohttp_server, make_config, make_sidecar)
     assert await put(sc, "paynet", "paynet", client_id=PAYNET[0], client_secret="nope") == 422
     assert await put(sc, "paynet", "paynet", client_id=PAYNET[0], client_secret=PAYNET[1]) == 201
     r = await sc.proxy.get("/paynet/v1/bank-list")
@@ -112,21 +110,7 @@ async def test_oauth2_thousand_first_requests_make_one_token_request_and_revoke_
     aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
 ) -> None:
     """1,000 concurrent first requests: one token request; revoke: one refresh, all succeed."""
-    app, url = await start(
-        aiohttp_server, oauth2.make_app(oauth2.OAuth2Config(clients=dict([PAYNET])))
-    )
-    sc = await make_sidecar(
-        make_config(
-            {
-                "paynet": up(
-                    url,
-                    "oauth2_client_credentials",
-                    "paynet",
-                    token_url="/v1/picasso-guard/auth/token",
-                )
-            }
-        )
-    )
+    app, sc = await paynet_sidecar(aiohttp_server, make_config, make_sidecar)
     await sc.runtime.store.put(
         "paynet", "paynet", "sandbox", {"client_id": PAYNET[0], "client_secret": PAYNET[1]}, {}
     )
