@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
+from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, api_key_upstream
 
 KEY = "SECR_proxy_key_1"
 
@@ -64,15 +64,7 @@ async def echo_server(aiohttp_server: Any) -> tuple[Echo, str]:
 
 
 def upstream(url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "url": url,
-        "scheme": "api_key",
-        "credential": "echo",
-        "environment": "sandbox",
-        "hosts": ["api.provider.test"],
-        "timeout": 1,
-        **extra,
-    }
+    return api_key_upstream(url, "echo", **{"hosts": ["api.provider.test"], "timeout": 1, **extra})
 
 
 @pytest.fixture

@@ -7,7 +7,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, make_config, make_sidecar
+from tests.integration.conftest import (
+    MakeConfig,
+    MakeSidecar,
+    Sidecar,
+    api_key_upstream,
+    make_config,
+    make_sidecar,
+)
 
 __all__ = ["make_config", "make_sidecar"]
 
@@ -40,16 +47,9 @@ async def provider(aiohttp_server: Any) -> tuple[Provider, str]:
     return peer, str(server.make_url("/")).rstrip("/")
 
 
-def keyed_upstream(url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "url": url,
-        "scheme": "api_key",
-        "credential": CRED,
-        "environment": "sandbox",
-        "require_proxy_key": True,
-        "max_body": 1024,
-        **extra,
-    }
+def keyed_upstream(url: str, credential: str = CRED, **extra: Any) -> dict[str, Any]:
+    options = {"require_proxy_key": True, "max_body": 1024, **extra}
+    return api_key_upstream(url, credential, **options)
 
 
 @pytest.fixture
