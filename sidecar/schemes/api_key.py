@@ -22,7 +22,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
-from sidecar.schemes.probe import Probe, probe_request, run_probe
+from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
 
 _PUBLIC = ("public_key", "key_id")
@@ -102,5 +102,4 @@ class ApiKey(SchemeBase):
         if not self._usable(cred):
             raise VerificationFailed(f"{self.upstream.name} - API Invalid credential")
         if self.probe is not None:
-            flow = self.auth_flow(probe_request(self.probe, self.upstream), cred)
-            await run_probe(flow, http, self.probe, self.upstream)
+            await probe_with(self, cred, http, self.probe, self.upstream)

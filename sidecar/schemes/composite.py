@@ -20,7 +20,7 @@ from sidecar.schemes.base import (
     SchemeBase,
     UpstreamContext,
 )
-from sidecar.schemes.probe import probe_request, run_probe
+from sidecar.schemes.probe import probe_with
 
 
 def _union(groups: Sequence[Sequence[str]]) -> tuple[str, ...]:
@@ -84,5 +84,4 @@ class Composite(SchemeBase):
             if getattr(part, "probe", None) is None:
                 await part.verify(cred, http)
         if probes:
-            flow = self.auth_flow(probe_request(probes[0], self.upstream), cred)
-            await run_probe(flow, http, probes[0], self.upstream)
+            await probe_with(self, cred, http, probes[0], self.upstream)

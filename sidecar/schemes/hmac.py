@@ -46,7 +46,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
-from sidecar.schemes.probe import Probe, probe_request, run_probe
+from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
 
 PLACEHOLDERS = frozenset({"timestamp", "method", "path", "query", "body_sha256", "nonce"})
@@ -175,5 +175,4 @@ class Hmac(SchemeBase):
             if not value or (name == "key_id" and CONTROL.search(value)):
                 raise VerificationFailed(f"{self.upstream.name} - API Invalid credential")
         if self.probe is not None:
-            flow = self.auth_flow(probe_request(self.probe, self.upstream), cred)
-            await run_probe(flow, http, self.probe, self.upstream)
+            await probe_with(self, cred, http, self.probe, self.upstream)

@@ -6,6 +6,8 @@ with the candidate credential and reads the status: a 401/403 means the provider
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 from multidict import CIMultiDict
 from pydantic import Field
@@ -13,6 +15,7 @@ from pydantic import Field
 from sidecar.errors import SidecarError, VerificationFailed
 from sidecar.schemes.base import (
     AuthFlow,
+    Credential,
     OutboundRequest,
     SchemeOptions,
     UpstreamContext,
@@ -78,3 +81,15 @@ async def run_probe(
         ) from None
     if status in probe.reject or (probe.ok and status not in probe.ok):
         raise VerificationFailed(f"{upstream.name} - API Invalid credential")
+
+
+async def probe_with(
+    scheme: Any,
+    cred: Credential,
+    http: aiohttp.ClientSession,
+    probe: Probe,
+    upstream: UpstreamContext,
+) -> None:
+    """Send ``probe`` signed by ``scheme``'s own flow and judge the answer (run_probe)."""
+    flow = scheme.auth_flow(probe_request(probe, upstream), cred)
+    await run_probe(flow, http, probe, upstream)
