@@ -1,0 +1,570 @@
+"""A lean, pooled HTTP/1.1 client for the proxy hot path.
+
+Why it exists: aiohttp's ``ClientSession`` cost about a quarter of the sidecar's CPU per proxied
+request (URL objects, tracing hooks, cookie and redirect machinery, a dozen objects per call).
+A proxy needs much less: keep-alive connections to one origin, a request head written as one
+string, and the answer streamed back. Responses are parsed by ``httptools`` (llhttp, Node's
+parser), never by hand; only the request head is built here.
+
+What it deliberately does not do: redirects, cookies, decompression (bodies pass through as
+received), proxies, ``Expect: 100-continue`` (interim responses are skipped), pipelining,
+upgrades, HTTP/2. HTTP/1.1 only, one origin per :class:`Pool`.
+
+Timeouts: ``timeout`` bounds everything up to the response head (waiting for a free connection,
+connecting, sending the request body, the head itself), then each wait for more body bytes.
+A streamed request body whose source stalls is not interrupted; the caller owns that source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
+
+import httptools
+from multidict import CIMultiDict
+from yarl import URL
+
+__all__ = ["Pool", "Response", "UpstreamConnectionError", "UpstreamTimeout"]
+
+_HIGH_WATER = 256 * 1024  # unread response bytes past which the socket is no longer read
+_INLINE = 64 * 1024  # a bytes body up to this size leaves in the same write as the head
+_MAX_HEAD = 256 * 1024  # llhttp itself puts no bound on a response head
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+_NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+
+
+class UpstreamTimeout(Exception):
+    """No free connection, no connection, no response head or no body bytes in time."""
+
+    def __init__(self, message: str, kind: str = "response") -> None:
+        super().__init__(message)
+        self.kind = kind  # "pool", "connect", "response" or "body"
+
+
+class UpstreamConnectionError(Exception):
+    """Connecting failed, TLS failed, the upstream closed early or spoke bad HTTP."""
+
+    def __init__(self, message: str, kind: str = "closed") -> None:
+        super().__init__(message)
+        self.kind = kind  # "connect", "tls", "closed", "protocol" or "pool_closed": no secrets
+
+
+class _Unexpected(Exception):
+    """Raised inside a parser callback to stop llhttp (stray bytes, 101 Switching Protocols)."""
+
+
+class Response:
+    """A response head; the body is read with :meth:`iter_chunks` or :meth:`read`."""
+
+    __slots__ = ("_conn", "_headers", "content_length", "raw_headers", "reason", "status")
+
+    def __init__(self, conn: _Conn, status: int, length: int | None) -> None:
+        self._conn: _Conn | None = conn
+        self._headers: CIMultiDict[str] | None = None
+        self.status = status
+        self.reason = conn.reason.decode("latin-1")
+        self.raw_headers = conn.raw  # exactly as received
+        # The header's value, also for HEAD and 304 (which carry no body): what a relay forwards.
+        self.content_length = length
+
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The headers decoded as latin-1, built on first use."""
+        if self._headers is None:
+            self._headers = CIMultiDict(
+                (k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw_headers
+            )
+        return self._headers
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (de-chunked); the connection is released at the end."""
+        conn = self._conn
+        while conn is not None and self._conn is conn:
+            if conn.chunks:
+                yield conn.take()
+            elif conn.done:
+                self.release()
+            elif conn.exc is not None:
+                exc = conn.exc
+                self.release()
+                raise exc
+            else:
+                await conn.wait_body()
+
+    async def read(self) -> bytes:
+        conn = self._conn
+        if conn is not None and conn.done:  # the whole body is already here: no generator
+            data = conn.take() if conn.chunks else b""
+            self.release()
+            return data
+        return b"".join([chunk async for chunk in self.iter_chunks()])
+
+    def release(self) -> None:
+        """Idempotent: a fully read, reusable connection goes back to the pool, else it closes."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if conn.done and conn.keep_alive and conn.sent and not conn.chunks and conn.exc is None:
+            conn.pool._put_idle(conn)
+        else:
+            conn.close()
+
+
+class _Conn(asyncio.Protocol):
+    """One connection: transport protocol and parser callbacks, one request at a time."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, pool: Pool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.parser = httptools.HttpResponseParser(self)
+        self.resp: Response | None = None
+        self.raw: list[tuple[bytes, bytes]] = []
+        self.reason = b""
+        self.chunks: deque[bytes] = deque()
+        self.buffered = 0  # unread body bytes; before the head, the bytes of the head so far
+        self.waiter: asyncio.Future[None] | None = None
+        self.exc: UpstreamTimeout | UpstreamConnectionError | None = None
+        self.lost: asyncio.Future[None] = loop.create_future()
+        self.idle_since = 0.0
+        self.connected = self.active = self.dead = self.idle = self.reused = False
+        self.done = self.keep_alive = self.sent = self.head_only = self.got_bytes = False
+        self.read_paused = self.write_paused = False
+
+    # -- transport callbacks
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # always a stream transport
+        self.connected = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.active and not self.done and self.exc is None:
+            if exc is None and self.resp is not None and self._ends_at_eof():
+                self.done = True  # a close-delimited body ends with the connection
+                self.keep_alive = False
+            else:
+                why = f": {exc}" if exc else ""
+                self.exc = UpstreamConnectionError(f"upstream closed the connection{why}")
+        self.close()
+        if not self.lost.done():
+            self.lost.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self._wake()
+
+    def data_received(self, data: bytes) -> None:
+        if not self.active or self.done or self.dead:  # bytes nobody asked for: unusable
+            self.keep_alive = False
+            self.close()
+            return
+        self.got_bytes = True
+        if self.resp is None:
+            self.buffered += len(data)
+            if self.buffered > _MAX_HEAD:
+                self._fail(UpstreamConnectionError("response head too large", "protocol"))
+                return
+        try:
+            if self.head_only:
+                self._feed_head(data)
+            else:
+                self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.keep_alive = False
+            self._fail(UpstreamConnectionError(f"bad HTTP from upstream: {exc}", "protocol"))
+
+    def _feed_head(self, data: bytes) -> None:
+        """HEAD: llhttp cannot be told there is no body, so feed it lines up to the head's end."""
+        view, start, end = memoryview(data), 0, len(data)
+        while start < end and not self.done:
+            stop = data.find(b"\n", start) + 1 or end
+            self.parser.feed_data(view[start:stop])
+            start = stop
+        if start < end:  # a body after a HEAD answer
+            self.keep_alive = False
+            self.close()
+
+    # -- parser callbacks
+    def on_message_begin(self) -> None:
+        if self.done:
+            raise _Unexpected("bytes after the end of the response")
+
+    def on_status(self, status: bytes) -> None:
+        self.reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.raw.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:  # interim; 101 would switch protocols, which nobody asked for
+            if status == 101:
+                raise _Unexpected("101 Switching Protocols")
+            return
+        length = None
+        for name, value in self.raw:
+            if len(name) == 14 and name.lower() == b"content-length":
+                length = int(value)  # llhttp has already checked it is a number
+                break
+        self.resp = Response(self, status, length)
+        self.buffered = 0
+        if self.head_only:
+            self.done = True
+            self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > _HIGH_WATER and not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        if self.waiter is not None:
+            self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.parser.get_status_code() < 200:  # 100 Continue and friends: wait for the real one
+            self.raw = []
+            self.reason = b""
+            return
+        self.done = True
+        self.keep_alive = self.parser.should_keep_alive()
+        self._wake()
+
+    # -- helpers
+    def _ends_at_eof(self) -> bool:
+        """Neither Content-Length nor chunked: the body is delimited by the connection's end."""
+        if self.resp is None or self.resp.content_length is not None:
+            return False
+        for name, value in self.raw:
+            if name.lower() == b"transfer-encoding" and value.rstrip().lower().endswith(b"chunked"):
+                return False
+        return True
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        self.waiter = waiter = self.loop.create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+    def _fail(self, exc: UpstreamTimeout | UpstreamConnectionError) -> None:
+        if self.exc is None and not self.done:
+            self.exc = exc
+            self.keep_alive = False
+        self.close()
+
+    def _head_timeout(self) -> None:
+        if self.resp is None or not self.sent:  # (the head may have come in this same turn)
+            self._fail(UpstreamTimeout(f"no response head within {self.pool._timeout}s"))
+
+    def _body_timeout(self) -> None:
+        self._fail(UpstreamTimeout(f"no response bytes for {self.pool._timeout}s", "body"))
+
+    def take(self) -> bytes:
+        chunks = self.chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self.read_paused:
+            self.read_paused = False
+            if not self.dead:
+                self.transport.resume_reading()
+        return data
+
+    async def wait_body(self) -> None:
+        timer = self.loop.call_later(self.pool._timeout, self._body_timeout)
+        try:
+            await self._wait()
+        finally:
+            timer.cancel()
+
+    def close(self) -> None:
+        """Idempotent; frees the pool slot at once (the socket closes on the next loop turn)."""
+        if self.active and not self.done and self.exc is None:
+            self.exc = UpstreamConnectionError("connection closed before the response ended")
+        if not self.dead:
+            self.dead = True
+            if self.idle:
+                self.idle = False
+                self.pool._idle.remove(self)
+            if self.connected:
+                self.transport.close()
+            self.pool._slot_freed()
+        self._wake()
+
+    async def send(
+        self,
+        head: bytes,
+        body: bytes | None,
+        stream: AsyncIterator[bytes] | None,
+        length: int | None,
+        head_only: bool,
+        deadline: float,
+    ) -> Response:
+        self.got_bytes = False
+        if self.dead or self.transport.is_closing():  # nothing sent yet: any request may retry
+            raise UpstreamConnectionError("connection closed while idle")
+        self.parser = httptools.HttpResponseParser(self)
+        self.raw = []
+        self.reason = b""
+        self.resp = None
+        self.exc = None
+        self.buffered = 0
+        self.active = True
+        self.done = self.keep_alive = False
+        self.head_only = head_only
+        self.sent = stream is None
+        timer = self.loop.call_at(deadline, self._head_timeout)
+        transport = self.transport
+        try:
+            if body is None:
+                transport.write(head)
+            elif len(body) <= _INLINE:
+                transport.write(head + body)
+            else:
+                transport.write(head)
+                transport.write(body)
+            if stream is not None:
+                await self._stream(stream, length)
+            while self.resp is None and self.exc is None:
+                await self._wait()
+            if self.resp is None:
+                raise self.exc or UpstreamConnectionError("no response")
+            return self.resp
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            timer.cancel()
+
+    async def _stream(self, stream: AsyncIterator[bytes], length: int | None) -> None:
+        transport = self.transport
+        left = length
+        async for chunk in stream:
+            if not chunk:
+                continue
+            if self.exc is not None or transport.is_closing():
+                return  # the upstream is gone (or answered and left): stop sending
+            if left is None:
+                transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                left -= len(chunk)
+                if left < 0:
+                    raise ValueError("request body is longer than its content_length")
+                transport.write(chunk)
+            while self.write_paused and self.exc is None and not self.dead:
+                await self._wait()
+        if self.exc is not None or transport.is_closing():
+            return
+        if left is None:
+            transport.write(b"0\r\n\r\n")
+        elif left:
+            raise ValueError("request body is shorter than its content_length")
+        self.sent = True
+
+
+def _expire(waiter: asyncio.Future[_Conn | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout("no free connection in time", "pool"))
+
+
+class Pool:
+    """Keep-alive connections to one origin (scheme://host:port)."""
+
+    def __init__(
+        self,
+        url: URL,
+        ssl_context: ssl.SSLContext | None,
+        *,
+        limit: int = 256,
+        connect_timeout: float = 5.0,
+        timeout: float = 10.0,
+        keepalive_timeout: float = 15.0,
+    ) -> None:
+        if url.scheme not in ("http", "https") or not url.raw_host:
+            raise ValueError(f"not an http(s) origin: {url.origin()}")
+        self._host = url.raw_host
+        self._port = url.port or (443 if url.scheme == "https" else 80)
+        self._ssl = (ssl_context or ssl.create_default_context()) if url.scheme == "https" else None
+        self._suffix = f" HTTP/1.1\r\nHost: {url.host_port_subcomponent}\r\n"
+        self._limit = limit
+        self._connect_timeout = connect_timeout
+        self._timeout = timeout
+        self._keepalive = keepalive_timeout
+        self._idle: deque[_Conn] = deque()  # most recently used on the right
+        self._waiters: deque[asyncio.Future[_Conn | None]] = deque()
+        self._open = 0  # connections counted against limit: connecting, busy or idle
+        self._closed = False
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes | AsyncIterator[bytes] | None,
+        content_length: int | None = None,
+    ) -> Response:
+        if self._closed:
+            raise UpstreamConnectionError("pool is closed", "pool_closed")
+        loop = asyncio.get_running_loop()
+        stream: AsyncIterator[bytes] | None = None
+        if body is None or isinstance(body, bytes):
+            if body:
+                framing = f"Content-Length: {len(body)}\r\n"
+            else:
+                body = None
+                framing = "Content-Length: 0\r\n" if method in _NEEDS_LENGTH else ""
+        else:
+            stream, body = body, None
+            framing = (
+                "Transfer-Encoding: chunked\r\n"
+                if content_length is None
+                else f"Content-Length: {content_length}\r\n"
+            )
+        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        text = f"{method} {target}{self._suffix}{''.join(lines)}{framing}\r\n"
+        crlf = len(lines) + (4 if framing else 3)
+        if text.count("\n") != crlf or text.count("\r") != crlf or " " in target:
+            raise ValueError("CR, LF or space inside the request line or a header")
+        head = text.encode("utf-8", "surrogateescape")  # as aiohttp decoded the app's bytes
+        deadline = loop.time() + self._timeout
+        retry = stream is None and method in _IDEMPOTENT
+        fresh = False
+        while True:
+            conn = await self._acquire(loop, deadline, fresh)
+            try:
+                return await conn.send(
+                    head, body, stream, content_length, method == "HEAD", deadline
+                )
+            except UpstreamConnectionError:
+                # A kept-alive connection the upstream closed as we reused it: resend once if
+                # nothing was sent yet, or the request is idempotent and fully replayable.
+                if fresh or not conn.reused or conn.got_bytes or (conn.active and not retry):
+                    raise
+                fresh = True
+
+    async def close(self) -> None:
+        """Close idle connections and refuse new requests; requests in flight finish."""
+        self._closed = True
+        idle = list(self._idle)
+        for conn in idle:
+            conn.close()
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(UpstreamConnectionError("pool is closed", "pool_closed"))
+        if idle:
+            await asyncio.wait([conn.lost for conn in idle], timeout=1.0)
+
+    async def _acquire(
+        self, loop: asyncio.AbstractEventLoop, deadline: float, fresh: bool
+    ) -> _Conn:
+        idle = self._idle
+        while True:
+            if self._closed:
+                raise UpstreamConnectionError("pool is closed", "pool_closed")
+            if not fresh:
+                oldest = loop.time() - self._keepalive
+                while idle:
+                    conn = idle.pop()
+                    conn.idle = False
+                    if conn.idle_since > oldest and not conn.transport.is_closing():
+                        return conn
+                    conn.close()
+            elif idle and self._open >= self._limit:  # make room for the new connection
+                conn = idle.popleft()
+                conn.idle = False
+                conn.close()
+            if self._open < self._limit:
+                self._open += 1
+                return await self._connect(loop, deadline)
+            got = await self._queue(loop, deadline)
+            if got is None:  # a slot was handed over
+                return await self._connect(loop, deadline)
+            if not fresh:
+                return got
+            got.close()
+
+    async def _queue(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn | None:
+        """Wait, first come first served, for a connection or a free slot."""
+        waiter: asyncio.Future[_Conn | None] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_at(deadline, _expire, waiter)
+        try:
+            return await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                got = waiter.result()  # granted, then cancelled before running: pass it on
+                if got is None:
+                    self._slot_freed()
+                else:
+                    self._put_idle(got)
+            raise
+        finally:
+            timer.cancel()
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, deadline: float) -> _Conn:
+        """Open a connection in a slot already counted in ``_open``."""
+        conn = _Conn(self, loop)
+        try:
+            async with asyncio.timeout_at(min(deadline, loop.time() + self._connect_timeout)):
+                await loop.create_connection(
+                    lambda: conn,
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
+                    server_hostname=self._host if self._ssl else None,
+                )
+        except BaseException as exc:
+            conn.close()
+            where = f"{self._host}:{self._port}"
+            if isinstance(exc, TimeoutError):
+                raise UpstreamTimeout(f"connecting to {where} timed out", "connect") from exc
+            if isinstance(exc, ssl.SSLError):
+                raise UpstreamConnectionError(f"TLS with {where} failed: {exc}", "tls") from exc
+            if isinstance(exc, OSError):
+                raise UpstreamConnectionError(
+                    f"cannot connect to {where}: {exc}", "connect"
+                ) from exc
+            raise
+        return conn
+
+    def _put_idle(self, conn: _Conn) -> None:
+        conn.active = False
+        conn.reused = True
+        conn.resp = None
+        if self._closed or conn.dead or conn.transport.is_closing():
+            conn.close()
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)
+                return
+        now = conn.loop.time()
+        conn.idle_since = now
+        conn.idle = True
+        idle = self._idle
+        idle.append(conn)
+        while idle[0].idle_since < now - self._keepalive:
+            idle[0].close()
+
+    def _slot_freed(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to the waiter: _open unchanged
+                return
+        self._open -= 1
