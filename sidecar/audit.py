@@ -14,6 +14,7 @@ counted too; the pipeline fills it in as it learns more, and one of :func:`spent
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from yarl import URL
 
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
+from sidecar.proxyrequest import ProxyRequest
 from sidecar.schemes.base import Credential
 
 log = get_logger("sidecar.audit")
@@ -50,13 +52,18 @@ class Spend:
 SPEND = web.RequestKey("audit_spend", Spend)
 
 
+@functools.lru_cache(maxsize=1024)
 def path_template(path: str) -> str:
-    """``/v1/payments/123/refunds`` -> ``/v1/payments/{id}/refunds``."""
+    """``/v1/payments/123/refunds`` -> ``/v1/payments/{id}/refunds``.
+
+    Paths repeat, so the answer is cached; the cache is bounded and holds no secret (the
+    query is never part of ``path``).
+    """
     segments = ["{id}" if _ID.fullmatch(s) else s for s in path.split("/")]
     return "/".join(segments)[:MAX_TEMPLATE]
 
 
-def begin(request: web.Request) -> Spend:
+def begin(request: ProxyRequest) -> Spend:
     target = request.raw_path
     if target.startswith(("http://", "https://")):
         target = URL(target, encoded=True).raw_path
@@ -65,32 +72,32 @@ def begin(request: web.Request) -> Spend:
     return spend
 
 
-def routed(request: web.Request, upstream: str, credential: str, path: str) -> None:
+def routed(request: ProxyRequest, upstream: str, credential: str, path: str) -> None:
     """The upstream is known: from here on the path is the upstream-relative one."""
     spend = request.get(SPEND)
     if spend is not None:
         spend.upstream, spend.credential, spend.path = upstream, credential, path
 
 
-def keyed(request: web.Request, key_id: str, pattern: str | None = None) -> None:
+def keyed(request: ProxyRequest, key_id: str, pattern: str | None = None) -> None:
     spend = request.get(SPEND)
     if spend is not None:
         spend.key_id, spend.template = key_id, pattern
 
 
-def attach(request: web.Request, cred: Credential) -> None:
+def attach(request: ProxyRequest, cred: Credential) -> None:
     spend = request.get(SPEND)
     if spend is not None:
         spend.version = cred.version
 
 
-def spent(request: web.Request, status: int) -> None:
+def spent(request: ProxyRequest, status: int) -> None:
     spend = request.get(SPEND)
     if spend is not None:
         _write(spend, status, None)
 
 
-def refused(request: web.Request, err: SidecarError) -> None:
+def refused(request: ProxyRequest, err: SidecarError) -> None:
     spend = request.get(SPEND)
     if spend is not None:
         _write(spend, err.status, err.code)

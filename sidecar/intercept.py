@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 log = get_logger("sidecar.intercept")
 
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
-Router = Callable[["Runtime", web.Request], "tuple[Upstream, str, str]"]
+Router = Callable[["Runtime", Any], "tuple[Upstream, str, str]"]
 
 
 class Interceptor:

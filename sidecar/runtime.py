@@ -14,6 +14,7 @@ import time
 
 import aiohttp
 
+from sidecar import http1
 from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
@@ -97,14 +98,19 @@ class Runtime:
     async def _retire(self, upstreams: list[Upstream]) -> None:
         await asyncio.sleep(self.config.upstream_grace)
         for upstream in upstreams:
-            if upstream.session is not None:
-                await upstream.session.close()
+            await upstream.close()
 
     def session_for(self, name: str) -> aiohttp.ClientSession:
         session = self.upstream(name).session
         if session is None:
             raise SidecarError("SC1000", "sidecar is not started")
         return session
+
+    def pool_for(self, name: str) -> http1.Pool:
+        pool = self.upstream(name).pool
+        if pool is None:
+            raise SidecarError("SC1000", "sidecar is not started")
+        return pool
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():
@@ -164,6 +170,5 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for upstream in self.upstreams.values():
-            if upstream.session is not None:
-                await upstream.session.close()
+            await upstream.close()
         self.vault.close()

@@ -21,8 +21,8 @@ from sidecar import config as config_mod
 from sidecar.app import build_admin_app, build_health_app
 from sidecar.config import Config, split_hostport
 from sidecar.errors import ConfigError
-from sidecar.handlers.proxy import build_proxy_app
 from sidecar.logging import get_logger
+from sidecar.proxyserver import ProxyListener
 from sidecar.runtime import Runtime
 
 log = get_logger("sidecar.server")
@@ -35,6 +35,7 @@ class Server:
     config: Config
     runtime: Runtime = field(init=False)
     runners: list[web.AppRunner] = field(default_factory=list)
+    proxy: ProxyListener | None = None
 
     def __post_init__(self) -> None:
         self.runtime = Runtime(self.config)
@@ -42,7 +43,6 @@ class Server:
     async def start(self) -> None:
         listen = self.config.listen
         apps = [(build_admin_app(self.runtime), listen.admin)]
-        apps.append((build_proxy_app(self.runtime), listen.proxy))
         if listen.health:
             apps.append((build_health_app(self.runtime), listen.health))
         for app, address in apps:
@@ -52,10 +52,15 @@ class Server:
             site = web.TCPSite(runner, host, port, shutdown_timeout=listen.shutdown_grace)
             await site.start()
             self.runners.append(runner)
+        self.proxy = ProxyListener(self.runtime)
+        await self.proxy.start(*split_hostport(listen.proxy))
         log.info("listening", admin=listen.admin, proxy=listen.proxy, health=listen.health)
 
     async def stop(self) -> None:
         """Proxy and health first (in-flight requests finish), then admin, which owns Vault."""
+        if self.proxy is not None:
+            await self.proxy.stop(self.config.listen.shutdown_grace)
+            self.proxy = None
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()

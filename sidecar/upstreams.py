@@ -1,4 +1,8 @@
-"""An upstream at run time: its config, its scheme instance and its pooled HTTP session."""
+"""An upstream at run time: its config, its scheme instance, its pools.
+
+Two pools per upstream: the lean :class:`sidecar.http1.Pool` carries proxied requests (the hot
+path); an aiohttp ``ClientSession`` serves the scheme itself (token requests, verify probes).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from sidecar import http1
 from sidecar.config import Config, UpstreamConfig
 from sidecar.schemes.base import SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme
@@ -26,6 +31,8 @@ class Upstream:
     hosts: frozenset[str]
     specs: list[tuple[str, SchemeOptions]]
     session: aiohttp.ClientSession | None = field(default=None)
+    pool: http1.Pool | None = field(default=None)
+    prefix: str = ""  # origin and base path, what an upstream-relative path is appended to
 
     @classmethod
     def build(
@@ -40,7 +47,17 @@ class Upstream:
             optional=tuple(scheme.optional_fields),
         )
         hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
-        return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts, specs=specs)
+        prefix = str(url.origin()) + url.raw_path.rstrip("/")
+        return cls(
+            name=name,
+            cfg=cfg,
+            url=url,
+            scheme=scheme,
+            spec=spec,
+            hosts=hosts,
+            specs=specs,
+            prefix=prefix,
+        )
 
     def accepts(self, host: str, port: int | None) -> bool:
         """Forward-proxy match: a declared name on a default port, or exactly the url's origin."""
@@ -49,8 +66,15 @@ class Upstream:
         return host == (self.url.host or "").lower() and port == self.url.port
 
     def open(self) -> aiohttp.ClientSession:
-        """One pooled session per upstream; TLS always verified, optionally with a CA bundle."""
+        """Pools for the upstream; TLS always verified, optionally with a CA bundle."""
         ctx = tls_context(str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None)
+        self.pool = http1.Pool(
+            self.url,
+            ctx if self.url.scheme == "https" else None,
+            limit=256,
+            connect_timeout=self.cfg.connect_timeout,
+            timeout=self.cfg.timeout,
+        )
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ctx, limit=256, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(
@@ -62,6 +86,12 @@ class Upstream:
         )
         self.scheme.bind(self.session)
         return self.session
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+        if self.session is not None:
+            await self.session.close()
 
 
 _CONTEXTS: dict[str | None, tuple[int, ssl.SSLContext]] = {}

@@ -15,16 +15,16 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from sidecar import audit, intercept
+from sidecar import audit, http1, intercept
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
 from sidecar.proxykeys.guard import admit
+from sidecar.proxyrequest import ProxyRequest as Incoming
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest, UpstreamResponse
 from sidecar.upstreams import Upstream
@@ -52,7 +52,7 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _CHUNK = 64 * 1024
 
 
-def route(rt: Runtime, request: web.Request) -> tuple[Upstream, str, str]:
+def route(rt: Runtime, request: Incoming) -> tuple[Upstream, str, str]:
     """(upstream, raw path below the upstream, raw query) or SC4001."""
     target = request.raw_path
     if target.startswith(("http://", "https://")):
@@ -70,21 +70,15 @@ def route(rt: Runtime, request: web.Request) -> tuple[Upstream, str, str]:
 
 
 def upstream_url(upstream: Upstream, raw_path: str, raw_query: str) -> URL:
-    if any(seg in ("..", ".") for seg in raw_path.split("/")) or "%2e" in raw_path.lower():
+    if ("." in raw_path and any(seg in ("..", ".") for seg in raw_path.split("/"))) or (
+        "%" in raw_path and "%2e" in raw_path.lower()
+    ):
         raise SidecarError("SC4011", "Dot segments are not allowed in the path")
-    base = upstream.url
-    path = base.raw_path.rstrip("/") + raw_path
-    return URL.build(
-        scheme=base.scheme,
-        host=base.raw_host or "",
-        port=base.explicit_port,
-        path=path,
-        query_string=raw_query,
-        encoded=True,
-    )
+    target = upstream.prefix + raw_path
+    return URL(target + "?" + raw_query if raw_query else target, encoded=True)
 
 
-def forward_headers(request: web.Request) -> CIMultiDict[str]:
+def forward_headers(request: Incoming) -> CIMultiDict[str]:
     named = {
         token.strip().lower()
         for value in request.headers.getall("Connection", ())
@@ -130,7 +124,7 @@ async def _credential(rt: Runtime, upstream: Upstream) -> Credential | None:
     return rt.store.cached(upstream.cfg.credential)
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
+async def read_body(request: Incoming, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise SidecarError("SC4005")
     chunks: list[bytes] = []
@@ -143,75 +137,95 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _stream(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        yield chunk
+async def forward(
+    rt: Runtime, request: Incoming, router: intercept.Router
+) -> tuple[Upstream, http1.Response, float]:
+    """Everything between the app's request and the upstream's answer head, engine-neutral.
 
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    rt = runtime(request)
-    upstream, raw_path, raw_query = request.app.get(ROUTER, route)(rt, request)
+    ``request`` is an aiohttp ``web.Request`` (intercepted connections) or the listener's own
+    :class:`sidecar.proxyserver.Incoming`; both offer what is read here. Returns the upstream,
+    its answer (body unread) and when the send started, for the latency metric.
+    """
+    upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
     grant = await admit(rt, upstream, request, headers, raw_path)
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
     audit.attach(request, cred)
     scheme = upstream.scheme
-    body: Any = None
+    body: bytes | None = None
+    stream: AsyncIterator[bytes] | None = None
     if scheme.requires_request_body or scheme.replays_request or grant.signed:
         body = await read_body(request, upstream.cfg.max_body) if request.body_exists else None
     elif request.body_exists:
-        body = _stream(request)
-        if request.content_length is not None:
-            headers["Content-Length"] = str(request.content_length)
-    grant.check_body(request.method, body if isinstance(body, bytes) else None)
-    outbound = OutboundRequest(
-        request.method, url, headers, body if isinstance(body, bytes) else None
-    )
+        stream = request.content.iter_chunked(_CHUNK)
+    grant.check_body(request.method, body)
+    outbound = OutboundRequest(request.method, url, headers, body)
     started = time.perf_counter()
-    response = await send(request, rt.session_for(upstream.name), scheme, outbound, cred, body)
-    rt.metrics.observe(upstream.name, response.status, time.perf_counter() - started)
-    audit.spent(request, response.status)
+    reply = await send(
+        rt.pool_for(upstream.name), scheme, outbound, cred, stream, request.content_length
+    )
+    return upstream, reply, started
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    """The aiohttp engine: requests decrypted by interception (and CONNECT, via middleware)."""
+    rt = runtime(request)
+    upstream, reply, started = await forward(rt, request, request.app.get(ROUTER, route))
+    response = await _relay(request, reply)
+    rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
+    audit.spent(request, reply.status)
     return response
 
 
 async def send(
-    request: web.Request,
-    session: aiohttp.ClientSession,
+    pool: http1.Pool,
     scheme: Any,
     outbound: OutboundRequest,
     cred: Credential,
-    stream: Any,
-) -> web.StreamResponse:
-    """Drive the auth flow: one send, at most one retry, then stream the answer back."""
+    stream: AsyncIterator[bytes] | None,
+    content_length: int | None,
+) -> http1.Response:
+    """Drive the auth flow: one send, at most one retry; returns the answer to relay.
+
+    A streamed body cannot be sent twice, which is why schemes that replay read it whole.
+    """
     flow = scheme.auth_flow(outbound, cred)
     try:
         req = await flow.__anext__()
-        for _ in range(2):
-            data = req.body if req.body is not None else stream
-            resp = await _send_once(session, req, data)
+        for attempt in (1, 2):
+            if req.body is not None:
+                resp = await _send_once(pool, req, req.body, None)
+            else:
+                resp = await _send_once(pool, req, stream, content_length)
             try:
-                req = await flow.asend(UpstreamResponse(resp.status, resp.headers))
+                retry = await flow.asend(UpstreamResponse(resp.status, resp.headers))
             except StopAsyncIteration:
                 break
+            if attempt == 2:
+                break
             resp.release()
-        return await _relay(request, resp)
+            req = retry
+        return resp
     finally:
         await flow.aclose()
 
 
 async def _send_once(
-    session: aiohttp.ClientSession, req: OutboundRequest, data: Any
-) -> aiohttp.ClientResponse:
+    pool: http1.Pool,
+    req: OutboundRequest,
+    data: bytes | AsyncIterator[bytes] | None,
+    content_length: int | None,
+) -> http1.Response:
     try:
-        return await session.request(
-            req.method, req.url, headers=req.headers, data=data, allow_redirects=False
+        return await pool.request(
+            req.method, req.url.raw_path_qs, req.headers.items(), data, content_length
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+    except http1.UpstreamTimeout:
         raise SidecarError("SC4006", f"Upstream {req.url.host} timed out") from None
-    except aiohttp.ClientError as exc:
+    except http1.UpstreamConnectionError as exc:
         raise SidecarError(
-            "SC4007", f"Upstream {req.url.host} connection failed ({type(exc).__name__})"
+            "SC4007", f"Upstream {req.url.host} connection failed ({exc.kind})"
         ) from None
 
 
@@ -225,7 +239,7 @@ class _SmallRelay(web.StreamResponse):
     _send_headers_immediately = False
 
 
-async def _relay(request: web.Request, resp: aiohttp.ClientResponse) -> web.StreamResponse:
+async def _relay(request: web.Request, resp: http1.Response) -> web.StreamResponse:
     """Stream the upstream's answer; a failure mid-body can only cut the connection."""
     small = resp.content_length is not None and resp.content_length <= _CHUNK
     out = (_SmallRelay if small else web.StreamResponse)(status=resp.status, reason=resp.reason)
@@ -236,15 +250,26 @@ async def _relay(request: web.Request, resp: aiohttp.ClientResponse) -> web.Stre
         out.content_length = resp.content_length
     try:
         await out.prepare(request)
-        async for chunk in resp.content.iter_chunked(_CHUNK):
+        async for chunk in resp.iter_chunks():
             await out.write(chunk)
         await out.write_eof()
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        log.warning("upstream_body_aborted", host=resp.url.host, error=type(exc).__name__)
+    except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
+        body_aborted(resp, exc)
         out.force_close()
     finally:
         resp.release()
     return out
+
+
+def body_aborted(resp: http1.Response, exc: Exception) -> None:
+    log.warning("upstream_body_aborted", status=resp.status, error=type(exc).__name__)
+
+
+def account_refusal(rt: Runtime, request: Incoming, err: SidecarError) -> None:
+    """Log, count and audit an answer the sidecar gives itself (both engines)."""
+    log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
+    rt.metrics.refused.labels(err.code).inc()
+    audit.refused(request, err)
 
 
 @web.middleware
@@ -255,9 +280,7 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
         response: web.StreamResponse = await handler(request)
         return response
     except SidecarError as err:
-        log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
-        runtime(request).metrics.refused.labels(err.code).inc()
-        audit.refused(request, err)
+        account_refusal(runtime(request), request, err)
         return refusal(err)
     except web.HTTPException as exc:
         if exc.status == 413:

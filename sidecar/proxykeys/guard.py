@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -24,6 +23,7 @@ from sidecar.errors import SidecarError
 from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import first_match
 from sidecar.proxykeys.signing import SIGNATURE, TIMESTAMP, ReplayGuard, check_timestamp, verify
+from sidecar.proxyrequest import ProxyRequest
 from sidecar.store import now_iso
 
 if TYPE_CHECKING:
@@ -64,7 +64,7 @@ class Grant:
 OPEN = Grant()
 
 
-def presented_key(request: web.Request, header: str) -> str:
+def presented_key(request: ProxyRequest, header: str) -> str:
     """``Bearer <key>``; a header other than Proxy-Authorization may also carry the bare key."""
     values = request.headers.getall(header, [])
     if not values:
@@ -79,7 +79,7 @@ def presented_key(request: web.Request, header: str) -> str:
     return values[0].strip()
 
 
-def signed_target(request: web.Request) -> str:
+def signed_target(request: ProxyRequest) -> str:
     """Path and query as the caller sent them (absolute-form: without scheme and host)."""
     target = request.raw_path
     if target.startswith(("http://", "https://")):
@@ -90,7 +90,7 @@ def signed_target(request: web.Request) -> str:
 async def admit(
     rt: Runtime,
     upstream: Upstream,
-    request: web.Request,
+    request: ProxyRequest,
     headers: CIMultiDict[str],
     raw_path: str,
 ) -> Grant:

@@ -106,14 +106,14 @@ async def make_sidecar_inproc(aiohttp_client: Any) -> Any:
     """An in-process sidecar (admin + proxy test servers) from a config dict."""
     from sidecar import config
     from sidecar.app import build_admin_app
-    from sidecar.handlers.proxy import build_proxy_app
     from sidecar.runtime import Runtime
     from tests.integration.conftest import Sidecar
+    from tests.proxyserver import ProxyTestServer
 
     async def make(data: dict[str, Any]) -> Sidecar:
         rt = Runtime(config.loads(yaml.safe_dump(data), {}))
         admin = await aiohttp_client(build_admin_app(rt))
-        proxy = await aiohttp_client(build_proxy_app(rt))
+        proxy = await aiohttp_client(ProxyTestServer(rt))
         await rt.wait_ready(15)
         return Sidecar(rt, admin, proxy)
 

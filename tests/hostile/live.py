@@ -19,9 +19,10 @@ from aiohttp import web
 
 from sidecar import config
 from sidecar.app import build_admin_app
-from sidecar.handlers.proxy import build_proxy_app
+from sidecar.proxyserver import ProxyListener
 from sidecar.runtime import Runtime
 from tests.integration.conftest import config_dict
+from tests.proxyserver import serve_proxy
 
 T = TypeVar("T")
 GOOD_KEY = "SECR_good_key_1"
@@ -63,6 +64,7 @@ class LiveSidecar:
         self._runners: list[web.AppRunner] = []
         self.admin_url = self.proxy_url = self.peer_url = ""
         self.runtime: Runtime | None = None
+        self._proxy: ProxyListener | None = None
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -94,11 +96,13 @@ class LiveSidecar:
         )
         self.runtime = rt = Runtime(config.loads(yaml.safe_dump(data), {}))
         self.admin_url = await self._serve(build_admin_app(rt))
-        self.proxy_url = await self._serve(build_proxy_app(rt))
+        self._proxy, self.proxy_url = await serve_proxy(rt)
         await rt.wait_ready(15)
 
     def stop(self) -> None:
         async def cleanup() -> None:
+            if self._proxy is not None:
+                await self._proxy.stop(1.0)
             for runner in reversed(self._runners):
                 await runner.cleanup()
             await self.loop.shutdown_asyncgens()

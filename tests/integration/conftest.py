@@ -13,9 +13,9 @@ from aiohttp.test_utils import TestClient
 
 from sidecar import config
 from sidecar.app import build_admin_app
-from sidecar.handlers.proxy import build_proxy_app
 from sidecar.runtime import Runtime
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
+from tests.proxyserver import ProxyTestServer
 
 
 @dataclass
@@ -67,7 +67,7 @@ async def make_sidecar(aiohttp_client: Any) -> AsyncIterator[MakeSidecar]:
     async def make(cfg: config.Config, wait: bool = True) -> Sidecar:
         rt = Runtime(cfg)
         admin = await aiohttp_client(build_admin_app(rt))
-        proxy = await aiohttp_client(build_proxy_app(rt))
+        proxy = await aiohttp_client(ProxyTestServer(rt))
         if wait:
             await rt.wait_ready(15)
         return Sidecar(rt, admin, proxy)

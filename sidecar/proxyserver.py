@@ -1,0 +1,515 @@
+"""The proxy listener: a lean HTTP/1.1 server in front of the pipeline in ``handlers/proxy.py``.
+
+Why not ``aiohttp.web`` here: every proxied request paid for aiohttp's request and response
+objects, its router and middleware chain, and the payload writer; with the aiohttp client that
+was over half of the sidecar's CPU per request (bench/README.md). This server keeps only what a
+proxy needs. Parsing is llhttp's, through ``httptools``: nothing here parses HTTP by hand.
+
+What it does itself: keep-alive and pipelining (answered in order), ``Expect: 100-continue``,
+request bodies streamed with flow control both ways, the sidecar's own refusals, and relaying
+the upstream's answer byte for byte (its header bytes are not re-encoded), re-framed for the
+client (Content-Length as given, else chunked, else close-delimited for HTTP/1.0).
+
+What it hands on: a ``CONNECT`` request, and the connection with it, goes to the aiohttp proxy
+application (``build_proxy_app``), which owns HTTPS interception and its tunnels, unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+from typing import Any, cast
+
+import httptools
+from aiohttp import web
+from multidict import CIMultiDict
+
+from sidecar import audit, http1
+from sidecar.errors import SidecarError
+from sidecar.handlers import proxy
+from sidecar.logging import get_logger
+from sidecar.runtime import Runtime
+
+log = get_logger("sidecar.proxy")
+
+MAX_HEAD = 64 * 1024  # request line plus headers
+MAX_HEADERS = 128
+KEEPALIVE = 75.0  # idle keep-alive connections are closed after this (aiohttp's default)
+HIGH_WATER = 256 * 1024  # unread request body bytes before the socket stops being read
+MAX_PIPELINE = 16
+SMALL = 64 * 1024  # answers up to this size leave in one write, headers included
+_HOP_BY_HOP = frozenset(h.encode() for h in proxy.HOP_BY_HOP)
+_PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Body:
+    """A request body as it arrives; the socket is paused while too much is unread."""
+
+    __slots__ = ("_chunks", "_done", "_error", "_size", "_transport", "_waiter", "abandoned")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._done = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.abandoned = False
+
+    @property
+    def complete(self) -> bool:
+        return self._done and self._error is None
+
+    def feed(self, data: bytes) -> None:
+        if self.abandoned:
+            return
+        self._chunks.append(data)
+        self._size += len(data)
+        if self._size > HIGH_WATER:
+            self._transport.pause_reading()
+        self._wake()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self._done:
+            self._done, self._error = True, error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def iter_any(self) -> AsyncIterator[bytes]:
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                was_over = self._size > HIGH_WATER
+                self._size -= len(chunk)
+                if was_over and self._size <= HIGH_WATER:
+                    self._transport.resume_reading()
+                yield chunk
+            elif self._done:
+                if self._error is not None:
+                    raise self._error
+                return
+            else:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+
+    def iter_chunked(self, _n: int) -> AsyncIterator[bytes]:
+        """Chunks as they arrive (at most a socket read each); the size is not padded to n."""
+        return self.iter_any()
+
+
+class Incoming:
+    """One parsed request; satisfies :class:`sidecar.proxyrequest.ProxyRequest`."""
+
+    __slots__ = (
+        "_state",
+        "body_exists",
+        "content",
+        "content_length",
+        "headers",
+        "keep_alive",
+        "method",
+        "raw_path",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        raw_path: str,
+        headers: CIMultiDict[str],
+        version: str,
+        keep_alive: bool,
+        content: Body | None,
+        content_length: int | None,
+    ) -> None:
+        self.method = method
+        self.raw_path = raw_path
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        self.content = content
+        self.content_length = content_length
+        self.body_exists = content is not None
+        self._state: dict[Any, Any] = {}
+
+    def get(self, key: Any, /) -> Any:
+        return self._state.get(key)
+
+    def __setitem__(self, key: Any, value: Any, /) -> None:
+        self._state[key] = value
+
+
+class ProxyProtocol(asyncio.Protocol):
+    """One client connection: parse, answer requests one at a time, in order."""
+
+    def __init__(self, listener: ProxyListener) -> None:
+        self.listener = listener
+        self.rt = listener.rt
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self._url: list[bytes] = []
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_size = 0
+        self._receiving: Incoming | None = None
+        self._pipeline: deque[Incoming] = deque()
+        self._busy = False
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._idle: asyncio.TimerHandle | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    # -- transport callbacks ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.listener.connections.add(self)
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.listener.connections.discard(self)
+        self._closing = True
+        self._cancel_idle()
+        lost = ConnectionResetError("client went away")
+        for req in (self._receiving, *self._pipeline):
+            if req is not None and req.content is not None:
+                req.content.finish(lost)
+        self._pipeline.clear()
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        if self._paused and not self._closing:
+            self._drained = self.loop.create_future()
+            await self._drained
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as upgrade:
+            self._upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserError:
+            self._bad_request("Malformed HTTP request")
+
+    # -- parser callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._cancel_idle()
+        self._url.clear()
+        self._headers = []
+        self._head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+
+    def on_headers_complete(self) -> None:
+        if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
+            self._bad_request("Request head too large", status=431)
+            return
+        parser = self.parser
+        headers: CIMultiDict[str] = CIMultiDict(
+            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers
+        )
+        method = parser.get_method().decode("ascii")
+        body: Body | None = None
+        length: int | None = None
+        if "Transfer-Encoding" in headers:
+            body = Body(self._transport())
+        elif (declared := headers.get("Content-Length")) is not None:
+            length = int(declared)  # llhttp accepts digits only, and one value
+            if length:
+                body = Body(self._transport())
+        req = Incoming(
+            method,
+            b"".join(self._url).decode("utf-8", "surrogateescape"),
+            headers,
+            parser.get_http_version(),
+            bool(parser.should_keep_alive()),
+            body,
+            length,
+        )
+        if body is not None and headers.get("Expect", "").lower() == "100-continue":
+            self._transport().write(_CONTINUE)
+        self._receiving = req if body is not None else None
+        if method == "CONNECT":
+            return  # the parser raises HttpParserUpgrade next: see _upgraded
+        if self._busy:
+            self._pipeline.append(req)
+            if len(self._pipeline) >= MAX_PIPELINE:
+                self._transport().pause_reading()
+        else:
+            self._start(req)
+
+    def on_body(self, body: bytes) -> None:
+        if self._receiving is not None and self._receiving.content is not None:
+            self._receiving.content.feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._receiving is not None and self._receiving.content is not None:
+            self._receiving.content.finish()
+        self._receiving = None
+
+    # -- requests ---------------------------------------------------------------------------
+
+    def _transport(self) -> asyncio.Transport:
+        assert self.transport is not None
+        return self.transport
+
+    def _start(self, req: Incoming) -> None:
+        self._busy = True
+        self._task = self.loop.create_task(self._serve(req))
+
+    async def _serve(self, req: Incoming) -> None:
+        keep = False
+        try:
+            keep = await self._respond(req) and req.keep_alive
+        except Exception:
+            log.exception("proxy_unhandled")
+        finally:
+            self._busy = False
+            self._task = None
+            if req.content is not None and not req.content.complete:
+                req.content.abandoned = True
+                keep = False  # the rest of an unread body cannot be skipped reliably
+            transport = self.transport
+            if transport is None:
+                pass  # handed to aiohttp
+            elif self._closing or not keep or self.listener.stopping:
+                self._closing = True
+                transport.close()
+            elif self._pipeline:
+                if len(self._pipeline) == MAX_PIPELINE:
+                    transport.resume_reading()
+                self._start(self._pipeline.popleft())
+            else:
+                self._arm_idle()
+
+    async def _respond(self, req: Incoming) -> bool:
+        """Run the pipeline and write the answer; False when the connection must close."""
+        rt = self.rt
+        audit.begin(req)
+        try:
+            upstream, reply, started = await proxy.forward(rt, req, proxy.route)
+        except SidecarError as err:
+            proxy.account_refusal(rt, req, err)
+            keep = req.keep_alive and (req.content is None or req.content.complete)
+            self._refuse(err, keep)
+            return keep
+        except Exception:
+            log.exception("proxy_unhandled")
+            internal = SidecarError("SC1000")
+            audit.refused(req, internal)
+            self._refuse(internal, False)
+            return False
+        try:
+            keep = await self._relay(req, reply)
+        finally:
+            reply.release()
+        rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
+        audit.spent(req, reply.status)
+        return keep
+
+    async def _relay(self, req: Incoming, reply: http1.Response) -> bool:
+        """The upstream's status and headers as received, re-framed for this client."""
+        status = reply.status
+        reason = reply.reason.encode("latin-1", "replace") or _PHRASES.get(status, b"")
+        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        for name, value in reply.raw_headers:
+            if name.lower() not in _HOP_BY_HOP:
+                head.append(b"%s: %s\r\n" % (name, value))
+        length = reply.content_length
+        keep = req.keep_alive
+        bodiless = req.method == "HEAD" or status in (204, 304) or status < 200
+        chunked = False
+        if length is not None and status != 204 and status >= 200:
+            head.append(b"Content-Length: %d\r\n" % length)
+        elif bodiless:
+            pass
+        elif req.version == "1.1":
+            head.append(b"Transfer-Encoding: chunked\r\n")
+            chunked = True
+        else:
+            keep = False  # HTTP/1.0 without a length: the body ends when the connection does
+        if not keep:
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        transport = self._transport()
+        try:
+            if bodiless:
+                transport.write(b"".join(head))
+            elif length is not None and length <= SMALL:
+                head.append(await reply.read())
+                transport.write(b"".join(head))
+            else:
+                transport.write(b"".join(head))
+                async for chunk in reply.iter_chunks():
+                    if self._closing:
+                        return False  # the client is gone
+                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    await self.drain()
+                if chunked:
+                    transport.write(b"0\r\n\r\n")
+        except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
+            proxy.body_aborted(reply, exc)
+            transport.close()  # the client must see a cut answer, not a complete short one
+            return False
+        return keep
+
+    def _refuse(self, err: SidecarError, keep: bool) -> None:
+        body = json.dumps(err.body()).encode()
+        head = (
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\n%s\r\n"
+            % (
+                err.status,
+                _PHRASES.get(err.status, b""),
+                len(body),
+                err.code.encode(),
+                b"" if keep else b"Connection: close\r\n",
+            )
+        )
+        self._transport().write(head + body)
+
+    def _bad_request(self, message: str, status: int = 400) -> None:
+        """Unparseable input: answer once (nothing was sent anywhere) and close."""
+        if self._closing or self.transport is None:
+            return
+        self._closing = True
+        err = SidecarError("SC4011", message)
+        log.info("proxy_refused", code=err.code, status=status, method=None)
+        self.rt.metrics.refused.labels(err.code).inc()
+        if not self._busy:
+            body = json.dumps(err.body()).encode()
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+                b"Content-Length: %d\r\nX-Sidecar-Error: SC4011\r\nConnection: close\r\n\r\n%s"
+                % (status, _PHRASES[status], len(body), body)
+            )
+        self.transport.close()
+
+    def _upgraded(self, rest: bytes) -> None:
+        """CONNECT goes to the aiohttp application; other upgrades are not proxied."""
+        req = self._pipeline[-1] if self._pipeline else None
+        method = self.parser.get_method()
+        if method != b"CONNECT" or self._busy or req is not None:
+            # An ``Upgrade:`` request was answered (or is being) as a plain request; what
+            # follows it on the wire is another protocol, so nothing more is read.
+            self._transport().pause_reading()
+            self._closing = True
+            if not self._busy:
+                self._transport().close()
+            return
+        head = [b"CONNECT ", *self._url, b" HTTP/%s\r\n" % self.parser.get_http_version().encode()]
+        head += [b"%s: %s\r\n" % pair for pair in self._headers]
+        head.append(b"\r\n")
+        self._handoff(b"".join(head) + rest)
+
+    def _handoff(self, replay: bytes) -> None:
+        transport = self._transport()
+        self._cancel_idle()
+        self.listener.connections.discard(self)
+        self.transport = None
+        self._closing = True
+        handler = self.listener.aiohttp_protocol()
+        transport.set_protocol(handler)
+        handler.connection_made(transport)
+        handler.data_received(replay)
+
+    # -- idle connections -------------------------------------------------------------------
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        self._idle = self.loop.call_later(KEEPALIVE, self.close_idle)
+
+    def _cancel_idle(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and self._receiving is None
+
+    def close_idle(self) -> None:
+        if self.idle and self.transport is not None and not self._closing:
+            self._closing = True
+            self.transport.close()
+
+
+class ProxyListener:
+    """The listening socket, its connections, and the aiohttp app that CONNECT goes to."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.app = proxy.build_proxy_app(rt)
+        self.connections: set[ProxyProtocol] = set()
+        self.stopping = False
+        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self, host: str, port: int) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ProxyProtocol(self), host, port, reuse_address=True, backlog=1024
+        )
+
+    def aiohttp_protocol(self) -> asyncio.Protocol:
+        assert self._runner is not None and self._runner.server is not None
+        handler: asyncio.Protocol = self._runner.server()
+        return handler
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while True:
+            for conn in list(self.connections):
+                conn.close_idle()
+            if not self.connections or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if self._runner is not None:
+            await self._runner.cleanup()  # intercepted tunnels drain here
+            self._runner = None
