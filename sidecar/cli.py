@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from sidecar.server import serve
 
     cfg = _load_or_exit(args.config)
-    configure(cfg.logging.level, cfg.logging.format)
+    configure(cfg.logging.level, cfg.logging.format, cache=True)
     _run_loop(serve(cfg, args.config))
     return 0
 

@@ -30,22 +30,42 @@ _SAFE_KEYS = frozenset(
 
 
 class SecretRegistry:
-    """Secret values the process holds; the redactor replaces any occurrence of them."""
+    """Secret values the process holds; the redactor replaces any occurrence of them.
+
+    Log values repeat (names, methods, path templates), so short ones are remembered with
+    their scrubbed form until the set of secrets changes: the audit line of every proxied
+    request then costs a dict lookup per value instead of a search per secret.
+    """
+
+    MEMO_TEXT = 256  # longer texts (messages, tracebacks) are scrubbed every time
+    MEMO_SIZE = 4096
 
     def __init__(self) -> None:
         self._values: set[str] = set()
+        self._memo: dict[str, str] = {}
 
     def add(self, values: Iterable[str]) -> None:
         self._values.update(v for v in values if len(v) >= 4)
+        self._memo.clear()
 
     def discard(self, values: Iterable[str]) -> None:
         self._values.difference_update(values)
+        self._memo.clear()
 
     def scrub(self, text: str) -> str:
+        memo = self._memo
+        done = memo.get(text)
+        if done is not None:
+            return done
+        clean = text
         for value in self._values:
-            if value in text:
-                text = text.replace(value, REDACTED)
-        return text
+            if value in clean:
+                clean = clean.replace(value, REDACTED)
+        if len(text) <= self.MEMO_TEXT:
+            if len(memo) >= self.MEMO_SIZE:
+                memo.clear()
+            memo[text] = clean
+        return clean
 
 
 SECRETS = SecretRegistry()
@@ -92,8 +112,15 @@ class _QuietParserErrors(logging.Filter):
         return True
 
 
-def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> None:
-    """JSON lines by default, a console renderer on a terminal (``fmt: auto``)."""
+def configure(
+    level: str = "info", fmt: str = "auto", stream: Any = None, *, cache: bool = False
+) -> None:
+    """JSON lines by default, a console renderer on a terminal (``fmt: auto``).
+
+    ``cache``: each logger resolves its configuration once (``sidecar run`` sets it: about
+    3 µs less per line). Off by default because ``structlog.testing.capture_logs`` swaps the
+    configuration under loggers that must notice.
+    """
     stream = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and stream.isatty())
     renderer: Callable[..., Any] = (
@@ -113,7 +140,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None) -> Non
         ],
         wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
         logger_factory=structlog.WriteLoggerFactory(stream),  # one write per line
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache,
     )
 
 

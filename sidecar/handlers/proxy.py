@@ -26,7 +26,7 @@ from sidecar.logging import get_logger
 from sidecar.proxykeys.guard import admit
 from sidecar.proxyrequest import ProxyRequest as Incoming
 from sidecar.runtime import Runtime
-from sidecar.schemes.base import Credential, OutboundRequest, UpstreamResponse
+from sidecar.schemes.base import Credential, OutboundRequest
 from sidecar.upstreams import Upstream
 
 log = get_logger("sidecar.proxy")
@@ -199,7 +199,7 @@ async def send(
             else:
                 resp = await _send_once(pool, req, stream, content_length)
             try:
-                retry = await flow.asend(UpstreamResponse(resp.status, resp.headers))
+                retry = await flow.asend(resp)
             except StopAsyncIteration:
                 break
             if attempt == 2:

@@ -80,7 +80,18 @@ class UpstreamResponse:
     headers: CIMultiDictProxy[str] | CIMultiDict[str]
 
 
-AuthFlow = AsyncGenerator[OutboundRequest, UpstreamResponse]
+class ResponseHead(Protocol):
+    """What a flow is sent back: :class:`UpstreamResponse`, or the proxy's own response object
+    (``sidecar.http1.Response``, whose headers are decoded only if a scheme reads them)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str] | CIMultiDict[str]: ...
+
+
+AuthFlow = AsyncGenerator[OutboundRequest, ResponseHead]
 
 
 @runtime_checkable

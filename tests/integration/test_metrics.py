@@ -52,6 +52,17 @@ async def test_metrics_names_labels_and_counts_move(
     text = await r.text()
     assert sample(text, "sidecar_proxy_requests_total", 'status_class="2xx",upstream="pay"') == 5
     assert sample(text, "sidecar_proxy_request_seconds_count", 'upstream="pay"') == 5
+    assert sample(text, "sidecar_proxy_request_seconds_bucket", 'le="+Inf",upstream="pay"') == 5
+    buckets = [
+        float(v)
+        for v in re.findall(
+            r'^sidecar_proxy_request_seconds_bucket\{le="[^"]+",upstream="pay"\} (\S+)$',
+            text,
+            re.MULTILINE,
+        )
+    ]
+    assert len(buckets) == 15 and buckets == sorted(buckets)  # cumulative, 14 bounds + +Inf
+    assert 0 < sample(text, "sidecar_proxy_request_seconds_sum", 'upstream="pay"') < 5
     assert sample(text, "sidecar_proxy_refused_total", 'code="SC4001"') == 1
     hits = sample(text, "sidecar_cache_lookups_total", 'result="hit"')
     assert hits - sample(before, "sidecar_cache_lookups_total", 'result="hit"') == 5
