@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from bench import cpuprofile, pyspy, report
+from bench import cpuprofile, image, pyspy, report
 from bench.run import Settings, run
 from bench.scenarios import SCENARIOS
 
@@ -33,6 +33,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--profile", action="store_true", help="py-spy the sidecar during the load")
     p.add_argument(
         "--cprofile", action="store_true", help="run the sidecar under cProfile (CPU clock)"
+    )
+    p.add_argument(
+        "--dev-venv",
+        action="store_true",
+        help="run the sidecar from .venv (with the test tools) instead of the image-like venv",
     )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     return p.parse_args(argv)
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         profile=RESULTS / "sidecar-profile.txt" if args.profile else None,
         cprofile=RESULTS / "sidecar.cprof" if args.cprofile else None,
     )
+    if not args.dev_venv and not args.cprofile:
+        settings.sidecar_bin = image.bin_dir(say)
     result = run(settings)
     result["ratios"] = report.ratios(result)
     result["targets"] = report.targets(result)

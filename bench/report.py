@@ -111,7 +111,7 @@ def table(result: dict[str, Any]) -> str:
         f"credentials in Vault ({side['ready_s_empty']:.3f} s with none)",
         f"sidecar: RSS idle {side['rss_idle_kib'] / MIB:.1f} MiB, under load (peak sampled) "
         f"{side['rss_load_peak_kib'] / MIB:.1f} MiB, after {side['rss_after_kib'] / MIB:.1f} "
-        f"MiB, VmHWM {side['hwm_kib'] / MIB:.1f} MiB",
+        f"MiB, VmHWM {side['hwm_kib'] / MIB:.1f} MiB (run from {side.get('venv', '.venv')})",
         f"sidecar: {side['vault_requests_during_load']:.0f} Vault requests during "
         f"{side['load_seconds']:.0f} s of load and {side['proxied_requests']} proxied requests; "
         f"the cache sync every {side['refresh_interval']:.0f} s accounts for up to "

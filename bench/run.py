@@ -42,6 +42,7 @@ class Settings:
     profile: Path | None = None
     cprofile: Path | None = None
     say: Any = print
+    sidecar_bin: Path = BIN  # bench.image.bin_dir() unless --dev-venv
 
 
 @dataclass
@@ -71,15 +72,16 @@ def sidecar_config(s: Settings, ports: Ports, vault_addr: str) -> dict[str, Any]
 
 
 def start_sidecar(
+    s: Settings,
     config_path: Path,
     ports: Ports,
-    logs: Path,
     started: list[procs.Proc],
     cprofile: Path | None = None,
 ) -> tuple[procs.Proc, float]:
     """Spawn ``sidecar run``; seconds from spawn to ``/readyz`` 200 (polled every 10 ms)."""
-    cmd = [str(BIN / "sidecar"), "run", "--config", str(config_path)]
-    if cprofile is not None:
+    logs = s.logs
+    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--config", str(config_path)]
+    if cprofile is not None:  # cProfile needs the bench package: the dev venv
         cmd = [sys.executable, "-m", "bench.cpuprofile", str(cprofile), *cmd[1:]]
     proc = procs.spawn("sidecar", cmd, logs / "sidecar.log")
     started.append(proc)
@@ -117,10 +119,10 @@ def run(s: Settings) -> dict[str, Any]:
         bao.start()
         config_path = s.logs / "sidecar.yaml"
         config_path.write_text(yaml.safe_dump(sidecar_config(s, ports, bao.addr)))
-        sidecar, ready_empty = start_sidecar(config_path, ports, s.logs, started)
+        sidecar, ready_empty = start_sidecar(s, config_path, ports, started)
         store_credentials(s, ports)
         sidecar.stop()
-        sidecar, ready = start_sidecar(config_path, ports, s.logs, started, s.cprofile)
+        sidecar, ready = start_sidecar(s, config_path, ports, started, s.cprofile)
         forwarder = _start_forwarder(s, ports, started)
         time.sleep(0.5)
         side: dict[str, Any] = {
@@ -130,6 +132,7 @@ def run(s: Settings) -> dict[str, Any]:
             "credentials": len(s.scenarios),
             "rss_idle_kib": sidecar.status_kib("VmRSS"),
             "refresh_interval": REFRESH_INTERVAL,
+            "venv": s.sidecar_bin.parent.name,
         }
         metrics_url = ports.url(ports.admin) + "/metrics"
         vault_before = procs.vault_requests(metrics_url)
