@@ -28,6 +28,7 @@ from sidecar.proxyrequest import ProxyRequest
 from sidecar.schemes.base import Credential
 
 log = get_logger("sidecar.audit")
+access_log = get_logger("sidecar.access")
 MAX_TEMPLATE = 256
 _ID = re.compile(
     r"\d+|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -101,6 +102,27 @@ def refused(request: ProxyRequest, err: SidecarError) -> None:
     spend = request.get(SPEND)
     if spend is not None:
         _write(spend, err.status, err.code)
+
+
+def access(request: ProxyRequest, status: int, sent: int, code: str | None = None) -> None:
+    """The optional HTTP access line (``logging.access_log``): what crossed the listener.
+
+    Unlike the audit event it is about traffic, not credentials: bytes relayed to the app and
+    the whole time in the sidecar. The same privacy rules: a path template, never the query.
+    """
+    spend = request.get(SPEND)
+    if spend is None:
+        return
+    access_log.info(
+        "proxy_access",
+        method=spend.method,
+        path_template=spend.template or path_template(spend.path),
+        upstream=spend.upstream,
+        status=status,
+        bytes_out=sent,
+        duration_ms=round((time.perf_counter() - spend.started) * 1000, 3),
+        code=code,
+    )
 
 
 def _write(spend: Spend, status: int, code: str | None) -> None:

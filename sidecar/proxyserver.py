@@ -319,24 +319,29 @@ class ProxyProtocol(asyncio.Protocol):
         except SidecarError as err:
             proxy.account_refusal(rt, req, err)
             keep = req.keep_alive and (req.content is None or req.content.complete)
-            self._refuse(err, keep)
+            self._refuse(err, keep, req)
             return keep
         except Exception:
             log.exception("proxy_unhandled")
             internal = SidecarError("SC1000")
             audit.refused(req, internal)
-            self._refuse(internal, False)
+            self._refuse(internal, False, req)
             return False
         try:
-            keep = await self._relay(req, reply)
+            keep, sent = await self._relay(req, reply)
         finally:
             reply.release()
         rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
         audit.spent(req, reply.status)
+        if rt.config.logging.access_log:
+            audit.access(req, reply.status, sent)
         return keep
 
-    async def _relay(self, req: Incoming, reply: http1.Response) -> bool:
-        """The upstream's status and headers as received, re-framed for this client."""
+    async def _relay(self, req: Incoming, reply: http1.Response) -> tuple[bool, int]:
+        """The upstream's status and headers as received, re-framed for this client.
+
+        Returns whether the connection may be kept, and the body bytes relayed.
+        """
         status = reply.status
         reason = reply.reason.encode("latin-1", "replace") or _PHRASES.get(status, b"")
         head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
@@ -360,29 +365,35 @@ class ProxyProtocol(asyncio.Protocol):
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
         transport = self._transport()
+        sent = 0
         try:
             if bodiless:
                 transport.write(b"".join(head))
             elif length is not None and length <= SMALL:
-                head.append(await reply.read())
+                body = await reply.read()
+                sent = len(body)
+                head.append(body)
                 transport.write(b"".join(head))
             else:
                 transport.write(b"".join(head))
                 async for chunk in reply.iter_chunks():
                     if self._closing:
-                        return False  # the client is gone
+                        return False, sent  # the client is gone
                     transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    sent += len(chunk)
                     await self.drain()
                 if chunked:
                     transport.write(b"0\r\n\r\n")
         except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
             proxy.body_aborted(reply, exc)
             transport.close()  # the client must see a cut answer, not a complete short one
-            return False
-        return keep
+            return False, sent
+        return keep, sent
 
-    def _refuse(self, err: SidecarError, keep: bool) -> None:
+    def _refuse(self, err: SidecarError, keep: bool, req: Incoming) -> None:
         body = json.dumps(err.body()).encode()
+        if self.rt.config.logging.access_log:
+            audit.access(req, err.status, len(body), err.code)
         head = (
             b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\n%s\r\n"

@@ -175,6 +175,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     response = await _relay(request, reply)
     rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
     audit.spent(request, reply.status)
+    if rt.config.logging.access_log:
+        audit.access(request, reply.status, response.body_length)
     return response
 
 
@@ -280,7 +282,10 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
         response: web.StreamResponse = await handler(request)
         return response
     except SidecarError as err:
-        account_refusal(runtime(request), request, err)
+        rt = runtime(request)
+        account_refusal(rt, request, err)
+        if rt.config.logging.access_log:
+            audit.access(request, err.status, 0, err.code)
         return refusal(err)
     except web.HTTPException as exc:
         if exc.status == 413:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -125,25 +125,31 @@ class Hmac(SchemeBase):
 
     def canonical(self, request: OutboundRequest, timestamp: str, nonce: str) -> str:
         """The string that is signed; only the placeholders the template uses are computed."""
-        compute: dict[str, Callable[[], str]] = {
-            "timestamp": lambda: timestamp,
-            "method": lambda: request.method.upper(),
-            "path": lambda: request.url.raw_path,
-            "query": lambda: request.url.raw_query_string,
-            "body_sha256": lambda: hashlib.sha256(request.body or b"").hexdigest(),
-            "nonce": lambda: nonce,
-        }
-        return self.template.render({name: compute[name]() for name in self.template.names})
+        values: dict[str, str] = {}
+        for name in self.template.names:
+            if name == "timestamp":
+                values[name] = timestamp
+            elif name == "method":
+                values[name] = request.method.upper()
+            elif name == "path":
+                values[name] = request.url.raw_path
+            elif name == "query":
+                values[name] = request.url.raw_query_string
+            elif name == "body_sha256":
+                values[name] = hashlib.sha256(request.body or b"").hexdigest()
+            else:
+                values[name] = nonce
+        return self.template.render(values)
 
     def sign(self, key: str, message: str) -> str:
-        digest = hmac.new(key.encode(), message.encode(), self.options.algorithm).digest()
+        digest = hmac.digest(key.encode(), message.encode(), self.options.algorithm)
         if self.options.encoding == "hex":
             return digest.hex()
         return base64.b64encode(digest).decode("ascii")
 
     async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
         opts = self.options
-        timestamp, nonce = str(int(self.clock())), uuid.uuid4().hex
+        timestamp, nonce = str(int(self.clock())), os.urandom(16).hex()  # 128 random bits
         signature = self.sign(cred.value(opts.key_field), self.canonical(request, timestamp, nonce))
         values = {"signature": signature, "timestamp": timestamp, "nonce": nonce}
         if self._needs_key_id:

@@ -23,8 +23,19 @@ def test_sidecar_dev_once_runs_the_demo() -> None:
     if any(busy(p) for p in PORTS):
         pytest.skip("a port config/dev.yaml uses is taken on this machine")
     out = subprocess.run(
-        [sys.executable, "-m", "sidecar.cli", "dev", "--config", str(ROOT / "config/dev.yaml"), "--once"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "sidecar.cli",
+            "dev",
+            "--config",
+            str(ROOT / "config/dev.yaml"),
+            "--once",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert out.stdout.count("-> 201") == 5

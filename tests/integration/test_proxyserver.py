@@ -13,6 +13,7 @@ from typing import Any
 import httptools
 import pytest
 from aiohttp import web
+from structlog.testing import capture_logs
 
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, api_key_upstream
 
@@ -96,9 +97,7 @@ class Answer:
         return next((v for n, v in self.headers if n == name), None)
 
 
-async def exchange(
-    sc: Sidecar, data: bytes, answers: int = 1
-) -> tuple[list[Answer], bool]:
+async def exchange(sc: Sidecar, data: bytes, answers: int = 1) -> tuple[list[Answer], bool]:
     """Send raw bytes; read ``answers`` responses; (answers, whether the server closed)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy.port)
     writer.write(data)
@@ -168,7 +167,9 @@ async def test_chunked_answer_rechunked_for_http11_and_closed_for_http10(sidecar
 
 
 async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
-    data = b"GET /peer/empty HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = (
+        b"GET /peer/empty HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
     answers, _ = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [204, 200]
     assert answers[0].body == b""
@@ -247,3 +248,32 @@ async def test_client_gone_mid_body_does_not_break_the_listener(sidecar: Sidecar
     await asyncio.sleep(0.2)
     answers, _ = await exchange(sidecar, b"GET /peer/v1/ok HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answers[0].status == 200
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_access_log_line_per_request_only_when_enabled(
+    peer: tuple[Peer, str], make_config: MakeConfig, make_sidecar: MakeSidecar, enabled: bool
+) -> None:
+    cfg = make_config({"peer": api_key_upstream(peer[1], "peer")}, logging={"access_log": enabled})
+    sc = await make_sidecar(cfg)
+    r = await sc.admin.put(
+        "/v1/credentials/peer", json={"upstream": "peer", "fields": {"api_key": KEY}}
+    )
+    assert r.status == 201
+    with capture_logs() as logs:
+        ok = await sc.proxy.get("/peer/v1/orders/12345?token=q")
+        body = await ok.read()
+        refused = await sc.proxy.get("/nowhere/x")
+        assert (ok.status, refused.status) == (200, 403)
+    lines = [e for e in logs if e["event"] == "proxy_access"]
+    if not enabled:
+        assert lines == []
+        return
+    assert [(e["status"], e["code"], e["upstream"]) for e in lines] == [
+        (200, None, "peer"),
+        (403, "SC4001", None),
+    ]
+    assert lines[0]["bytes_out"] == len(body)
+    assert lines[0]["path_template"] == "/v1/orders/{id}"  # no id, no query
+    assert all(e["duration_ms"] >= 0 for e in lines)
+    assert KEY not in repr(logs)
