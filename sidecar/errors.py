@@ -68,6 +68,7 @@ CODES: dict[str, Code] = {
             503,
             "Cached credential is older than cache.max_stale and Vault is unreachable",
         ),
+        Code("SC4013", 431, "Request head too large (over 64 KiB or 128 headers)"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

@@ -46,6 +46,7 @@ SMALL = 64 * 1024  # answers up to this size leave in one write, headers include
 _HOP_BY_HOP = frozenset(h.encode() for h in proxy.HOP_BY_HOP)
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 
 
 class Body:
@@ -210,7 +211,7 @@ class ProxyProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded(data[upgrade.args[0] :])
         except httptools.HttpParserError:
-            self._bad_request("Malformed HTTP request")
+            self._bad_request(SidecarError("SC4011", "Malformed HTTP request"))
 
     # -- parser callbacks -------------------------------------------------------------------
 
@@ -230,7 +231,7 @@ class ProxyProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
-            self._bad_request("Request head too large", status=431)
+            self._bad_request(SidecarError("SC4013"))
             return
         parser = self.parser
         headers: CIMultiDict[str] = CIMultiDict(
@@ -345,9 +346,15 @@ class ProxyProtocol(asyncio.Protocol):
         status = reply.status
         reason = reply.reason.encode("latin-1", "replace") or _PHRASES.get(status, b"")
         head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        named: set[bytes] = set()  # headers the upstream's Connection header names
         for name, value in reply.raw_headers:
-            if name.lower() not in _HOP_BY_HOP:
+            lower = name.lower()
+            if lower not in _HOP_BY_HOP:
                 head.append(b"%s: %s\r\n" % (name, value))
+            elif lower == b"connection":
+                named.update(t.strip().lower() for t in value.split(b","))
+        if named - _CONNECTION_OPTIONS:
+            head = [head[0], *(h for h in head[1:] if h.split(b":", 1)[0].lower() not in named)]
         length = reply.content_length
         keep = req.keep_alive
         bodiless = req.method == "HEAD" or status in (204, 304) or status < 200
@@ -407,20 +414,19 @@ class ProxyProtocol(asyncio.Protocol):
         )
         self._transport().write(head + body)
 
-    def _bad_request(self, message: str, status: int = 400) -> None:
-        """Unparseable input: answer once (nothing was sent anywhere) and close."""
+    def _bad_request(self, err: SidecarError) -> None:
+        """Unparseable or oversized input: answer once (nothing was sent anywhere) and close."""
         if self._closing or self.transport is None:
             return
         self._closing = True
-        err = SidecarError("SC4011", message)
-        log.info("proxy_refused", code=err.code, status=status, method=None)
+        log.info("proxy_refused", code=err.code, status=err.status, method=None)
         self.rt.metrics.refused.labels(err.code).inc()
         if not self._busy:
             body = json.dumps(err.body()).encode()
             self.transport.write(
                 b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nX-Sidecar-Error: SC4011\r\nConnection: close\r\n\r\n%s"
-                % (status, _PHRASES[status], len(body), body)
+                b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\nConnection: close\r\n\r\n%s"
+                % (err.status, _PHRASES[err.status], len(body), err.code.encode(), body)
             )
         self.transport.close()
 

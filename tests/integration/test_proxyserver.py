@@ -40,7 +40,13 @@ class Peer:
         return web.json_response(
             {"path": request.raw_path, "len": len(body), "sha256": digest},
             status=200 if ok else 401,
-            headers=[("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"), ("X-Raw", "MiXeD")],
+            headers=[
+                ("Set-Cookie", "a=1"),
+                ("Set-Cookie", "b=2"),
+                ("X-Raw", "MiXeD"),
+                ("Connection", "keep-alive, X-Hop"),
+                ("X-Hop", "for the next hop only"),
+            ],
         )
 
     async def chunked(self, request: web.Request) -> web.StreamResponse:
@@ -152,6 +158,7 @@ async def test_upstream_headers_relayed_byte_for_byte(sidecar: Sidecar) -> None:
     (a,) = answers
     assert [v for n, v in a.headers if n == b"set-cookie"] == [b"a=1", b"b=2"]
     assert a.header(b"x-raw") == b"MiXeD"
+    assert a.header(b"x-hop") is None  # named in the upstream's Connection header
     assert a.header(b"content-length") == str(len(a.body)).encode()
 
 
@@ -229,6 +236,7 @@ async def test_oversized_head_is_431(sidecar: Sidecar) -> None:
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
     answers, closed = await exchange(sidecar, b"GET /peer/x HTTP/1.1\r\n" + headers + b"\r\n")
     assert answers[0].status == 431
+    assert answers[0].header(b"x-sidecar-error") == b"SC4013"
     assert closed
 
 
