@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from typing import Any, Literal
 
 import aiohttp
@@ -65,13 +66,29 @@ def make_auth(
 ) -> dict[str, str]:
     """The ``auth`` object; nonce and seed are fresh unless given (tests pass the vectors)."""
     raw = os.urandom(16) if raw_nonce is None else raw_nonce
-    stamp = now().isoformat(timespec="seconds") if seed is None else seed
+    stamp = current_seed() if seed is None else seed
     return {
         "login": login,
         "tranKey": tran_key(raw, stamp, secret_key, hash),
         "nonce": base64.b64encode(raw).decode("ascii"),
         "seed": stamp,
     }
+
+
+_SEED: tuple[int, str] = (0, "")
+
+
+def current_seed() -> str:
+    """Now as ISO 8601 with offset, to the second (PlaceToPay's ``seed``).
+
+    Formatted once per second: the text cannot change within a second, and rendering a
+    time-zone-aware datetime costs more than the rest of the tranKey.
+    """
+    global _SEED
+    second = int(time.time())
+    if _SEED[0] != second:
+        _SEED = (second, now().isoformat(timespec="seconds"))
+    return _SEED[1]
 
 
 def auth_code(body: bytes) -> int | None:

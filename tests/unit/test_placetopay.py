@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -81,6 +81,7 @@ async def test_flow_puts_auth_first_and_keeps_the_rest(monkeypatch: pytest.Monke
     """The body gains auth (first, compact JSON), keeps other keys, and the seed is "now"."""
     fixed = datetime.fromisoformat("2024-05-01T10:20:30.123456-05:00")
     monkeypatch.setattr(placetopay, "now", lambda: fixed)
+    monkeypatch.setattr(placetopay, "_SEED", (0, ""))  # nothing formatted this second yet
     body = json.dumps(
         {"locale": "es_CO", "payment": {"reference": "r-1", "amount": {"total": 10}}}
     ).encode()
@@ -221,3 +222,24 @@ async def test_verify_timeout_is_sc2006(aiohttp_server: ServerFactory) -> None:
     with pytest.raises(SidecarError) as info:
         await verify(await aiohttp_server(app), CRED, timeout=0.2)
     assert info.value.code == "SC2006"
+
+
+def test_seed_is_formatted_once_per_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within a second the seed text is reused; the next second formats a new one."""
+    clock = [1_700_000_000.2]
+    calls: list[int] = []
+
+    def fake_now() -> datetime:
+        calls.append(1)
+        return datetime.fromtimestamp(clock[0]).astimezone()
+
+    monkeypatch.setattr(placetopay, "now", fake_now)
+    monkeypatch.setattr(placetopay.time, "time", lambda: clock[0])
+    monkeypatch.setattr(placetopay, "_SEED", (0, ""))
+    first = placetopay.current_seed()
+    clock[0] += 0.7
+    assert placetopay.current_seed() == first and len(calls) == 1
+    clock[0] += 0.2  # the next second
+    second = placetopay.current_seed()
+    assert second != first and len(calls) == 2
+    assert datetime.fromisoformat(second) - datetime.fromisoformat(first) == timedelta(seconds=1)
