@@ -216,7 +216,8 @@ class ProxyProtocol(asyncio.Protocol):
     # -- parser callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._cancel_idle()
+        # The idle timer keeps running until the head is complete: a client that starts a
+        # request and stalls is closed like an idle one.
         self._url.clear()
         self._headers = []
         self._head_size = 0
@@ -283,6 +284,7 @@ class ProxyProtocol(asyncio.Protocol):
         return self.transport
 
     def _start(self, req: Incoming) -> None:
+        self._cancel_idle()
         self._busy = True
         self._task = self.loop.create_task(self._serve(req))
 
@@ -471,6 +473,7 @@ class ProxyProtocol(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
+        """No request in flight and no body arriving (a head may be half sent)."""
         return not self._busy and self._receiving is None
 
     def close_idle(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
+from sidecar import proxyserver
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, api_key_upstream
 
 KEY = "SECR_listener_key_1"
@@ -285,3 +286,17 @@ async def test_access_log_line_per_request_only_when_enabled(
     assert lines[0]["path_template"] == "/v1/orders/{id}"  # no id, no query
     assert all(e["duration_ms"] >= 0 for e in lines)
     assert KEY not in repr(logs)
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n"])
+async def test_idle_and_stalled_connections_are_closed(
+    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    """A keep-alive connection left idle, or a head that never ends, is closed after KEEPALIVE."""
+    monkeypatch.setattr(proxyserver, "KEEPALIVE", 0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
+    try:
+        writer.write(sent)
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # closed, nothing answered
+    finally:
+        writer.close()
