@@ -39,6 +39,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="run the sidecar from .venv (with the test tools) instead of the image-like venv",
     )
+    p.add_argument(
+        "--against",
+        metavar="REV",
+        help="also run the sidecar of git revision REV, side by side (before/after in one run)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     return p.parse_args(argv)
 
@@ -66,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=RESULTS / "sidecar-profile.txt" if args.profile else None,
         cprofile=RESULTS / "sidecar.cprof" if args.cprofile else None,
     )
+    settings.against = args.against
     if not args.dev_venv and not args.cprofile:
         settings.sidecar_bin = image.bin_dir(say)
     result = run(settings)

@@ -55,11 +55,21 @@ class Proc:
             self.popen.wait(5)
 
 
-def spawn(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+def spawn(
+    name: str,
+    cmd: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Proc:
     with log.open("ab") as out:
         started = time.monotonic()
         popen = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
     return Proc(name, popen, started)
 

@@ -85,13 +85,13 @@ def table(result: dict[str, Any]) -> str:
         f"{m['loadavg_after']:.2f} after; python {m['python']}; commit {result['code']['commit']}"
         f"{' + uncommitted sidecar/ edits' if result['code']['sidecar_dirty'] else ''}",
         "",
-        f"{'scheme':<26}{'c':>3}  {'target':<10}{'req/s':>9}{'p50 µs':>9}{'p99 µs':>9}"
+        f"{'scheme':<26}{'c':>3}  {'target':<17}{'req/s':>9}{'p50 µs':>9}{'p99 µs':>9}"
         f"{'err':>6}{'proxy CPU µs/req':>18}",
     ]
     for row in result["cells"]:
         cpu = row["proxy_cpu_us_per_req"]
         out.append(
-            f"{row['scheme']:<26}{row['concurrency']:>3}  {row['target']:<10}"
+            f"{row['scheme']:<26}{row['concurrency']:>3}  {row['target']:<17}"
             f"{row['rps']:>9.0f}{row['p50_us']:>9.0f}{row['p99_us']:>9.0f}"
             f"{row['errors'] + row['non2xx']:>6}{'' if cpu is None else f'{cpu:.0f}':>18}"
         )
@@ -104,6 +104,7 @@ def table(result: dict[str, Any]) -> str:
             f"{r['p50_added_us_forwarder']:>9.0f}"
             f"{r['cpu_us_per_req_sidecar_over_forwarder']:>9.2f}"
         )
+    out += against_table(result)
     side = result["sidecar"]
     out += [
         "",
@@ -123,3 +124,33 @@ def table(result: dict[str, Any]) -> str:
         mark = "ok  " if t["met"] else "MISS"
         out.append(f"  [{mark}] {t['name']}: {t['value']} (target {t['op']} {t['target']})")
     return "\n".join(out)
+
+
+def against_table(result: dict[str, Any]) -> list[str]:
+    """``--against REV``: this checkout's sidecar over REV's, measured in the same run."""
+    rev = result["settings"].get("against")
+    if not rev:
+        return []
+    other = f"sidecar@{rev}"
+    out = [
+        "",
+        f"{'scheme':<26}{'c':>3}{'rps now':>9}{'rps ' + rev:>13}{'ratio':>7}"
+        f"{'CPU µs now':>12}{'CPU µs ' + rev:>16}{'+p50 now':>10}{'+p50 ' + rev:>14}",
+    ]
+    for scheme in result["settings"]["schemes"]:
+        for c in result["settings"]["concurrency"]:
+            a, now, old = (cell(result, scheme, c, t) for t in ("direct", "sidecar", other))
+            out.append(
+                f"{scheme:<26}{c:>3}{now['rps']:>9.0f}{old['rps']:>13.0f}"
+                f"{_div(now['rps'], old['rps']):>7.2f}"
+                f"{now['proxy_cpu_us_per_req'] or math.nan:>12.0f}"
+                f"{old['proxy_cpu_us_per_req'] or math.nan:>16.0f}"
+                f"{now['p50_us'] - a['p50_us']:>10.0f}{old['p50_us'] - a['p50_us']:>14.0f}"
+            )
+    prior = result["sidecar"].get("against", {})
+    if prior:
+        out.append(
+            f"{other}: VmHWM {prior['hwm_kib'] / MIB:.1f} MiB, RSS after "
+            f"{prior['rss_after_kib'] / MIB:.1f} MiB (same interpreter and dependencies)"
+        )
+    return out

@@ -43,6 +43,7 @@ class Settings:
     cprofile: Path | None = None
     say: Any = print
     sidecar_bin: Path = BIN  # bench.image.bin_dir() unless --dev-venv
+    against: str | None = None  # a git revision whose sidecar/ runs beside, as "sidecar@REV"
 
 
 @dataclass
@@ -51,6 +52,8 @@ class Ports:
     forwarder: int = field(default_factory=free_port)
     proxy: int = field(default_factory=free_port)
     admin: int = field(default_factory=free_port)
+    against_proxy: int = field(default_factory=free_port)
+    against_admin: int = field(default_factory=free_port)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -88,6 +91,48 @@ def start_sidecar(
     return proc, procs.wait_ok(ports.url(ports.admin) + "/readyz", proc)
 
 
+def start_against(
+    s: Settings, config: dict[str, Any], ports: Ports, started: list[procs.Proc]
+) -> procs.Proc:
+    """The sidecar of revision ``s.against`` on its own ports, sharing the credentials.
+
+    Its ``sidecar/`` is exported with ``git archive`` and run from that directory (the current
+    directory comes first on ``sys.path``, before the editable install of this checkout), with
+    the same interpreter and dependencies as the sidecar under test.
+    """
+    assert s.against is not None
+    root = Path(__file__).resolve().parent.parent
+    rev = subprocess.run(
+        ["git", "rev-parse", "--short", s.against],
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    tree = s.logs.parent / f"against-{rev}"
+    if not (tree / "sidecar").exists():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "archive", rev, "sidecar"], cwd=root, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    data = {
+        **config,
+        "listen": {
+            "proxy": f"127.0.0.1:{ports.against_proxy}",
+            "admin": f"127.0.0.1:{ports.against_admin}",
+        },
+    }
+    path = s.logs / "sidecar-against.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cmd = [str(s.sidecar_bin / "python"), "-m", "sidecar.cli", "run", "--config", str(path)]
+    proc = procs.spawn(f"sidecar@{rev}", cmd, s.logs / "sidecar-against.log", cwd=tree)
+    started.append(proc)
+    procs.wait_ok(ports.url(ports.against_admin) + "/readyz", proc)
+    s.against = rev
+    return proc
+
+
 def store_credentials(s: Settings, ports: Ports) -> None:
     for sc in s.scenarios:
         name = sc.upstream_config("")["credential"]
@@ -118,12 +163,14 @@ def run(s: Settings) -> dict[str, Any]:
         s.say("starting OpenBao ...")
         bao.start()
         config_path = s.logs / "sidecar.yaml"
-        config_path.write_text(yaml.safe_dump(sidecar_config(s, ports, bao.addr)))
+        config = sidecar_config(s, ports, bao.addr)
+        config_path.write_text(yaml.safe_dump(config))
         sidecar, ready_empty = start_sidecar(s, config_path, ports, started)
         store_credentials(s, ports)
         sidecar.stop()
         sidecar, ready = start_sidecar(s, config_path, ports, started, s.cprofile)
         forwarder = _start_forwarder(s, ports, started)
+        against = start_against(s, config, ports, started) if s.against else None
         time.sleep(0.5)
         side: dict[str, Any] = {
             "pid": sidecar.pid,
@@ -140,7 +187,7 @@ def run(s: Settings) -> dict[str, Any]:
         spy = pyspy.start(sidecar, s.profile) if s.profile else None
         try:
             with procs.RssSampler(sidecar) as sampler:
-                cells = _cells(s, ports, upstream, forwarder, sidecar)
+                cells = _cells(s, ports, forwarder, sidecar, against)
         finally:
             pyspy.stop(spy)
         load_seconds = time.monotonic() - load_started
@@ -153,6 +200,12 @@ def run(s: Settings) -> dict[str, Any]:
         side["rss_load_peak_kib"] = sampler.peak_kib
         side["rss_after_kib"] = sidecar.status_kib("VmRSS")
         side["hwm_kib"] = sidecar.status_kib("VmHWM")
+        if against is not None:
+            side["against"] = {
+                "revision": s.against,
+                "rss_after_kib": against.status_kib("VmRSS"),
+                "hwm_kib": against.status_kib("VmHWM"),
+            }
     finally:
         for proc in reversed(started):
             proc.stop()
@@ -165,6 +218,7 @@ def run(s: Settings) -> dict[str, Any]:
             "concurrency": s.concurrency,
             "schemes": [sc.name for sc in s.scenarios],
             "forwarder_loop": "uvloop" if s.forwarder_uvloop else "asyncio (aiohttp default)",
+            "against": s.against,
         },
         "code": _code_version(),
         "machine": {
@@ -191,14 +245,20 @@ def _start_forwarder(s: Settings, ports: Ports, started: list[procs.Proc]) -> pr
 
 
 def _cells(
-    s: Settings, ports: Ports, upstream: procs.Proc, forwarder: procs.Proc, sidecar: procs.Proc
+    s: Settings,
+    ports: Ports,
+    forwarder: procs.Proc,
+    sidecar: procs.Proc,
+    against: procs.Proc | None,
 ) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
-    parties = (
+    parties: list[tuple[str, str, str | None, procs.Proc | None]] = [
         ("direct", ports.url(ports.upstream), "", None),
         ("forwarder", ports.url(ports.forwarder), None, forwarder),
         ("sidecar", ports.url(ports.proxy), None, sidecar),
-    )
+    ]
+    if against is not None:
+        parties.append((f"sidecar@{s.against}", ports.url(ports.against_proxy), None, against))
     for sc in s.scenarios:
         for c in s.concurrency:
             for name, base, prefix, proc in parties:
@@ -211,7 +271,7 @@ def _cells(
                 cells.append({"scheme": sc.name, "concurrency": c, "target": name, **result})
                 cells[-1]["proxy_cpu_us_per_req"] = per_req
                 s.say(
-                    f"{sc.name:<26} c={c:<3} {name:<10} {result['rps']:>8.0f} req/s  "
+                    f"{sc.name:<26} c={c:<3} {name:<17} {result['rps']:>8.0f} req/s  "
                     f"p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs"
                 )
     return cells
