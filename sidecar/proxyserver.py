@@ -372,6 +372,8 @@ class ProxyProtocol(asyncio.Protocol):
             keep = False  # HTTP/1.0 without a length: the body ends when the connection does
         if not keep:
             head.append(b"Connection: close\r\n")
+        elif req.version == "1.0":
+            head.append(b"Connection: keep-alive\r\n")  # HTTP/1.0 keeps only when told
         head.append(b"\r\n")
         transport = self._transport()
         sent = 0

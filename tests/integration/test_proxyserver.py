@@ -300,3 +300,32 @@ async def test_idle_and_stalled_connections_are_closed(
         assert await asyncio.wait_for(reader.read(), 3) == b""  # closed, nothing answered
     finally:
         writer.close()
+
+
+async def test_pipelined_requests_with_bodies_keep_their_bodies(
+    sidecar: Sidecar, peer: Any
+) -> None:
+    def post(body: bytes) -> bytes:
+        return b"POST /peer/v1/p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+            len(body),
+            body,
+        )
+
+    bodies = [b"first", b"", b"x" * 70000, b"last"]
+    answers, _ = await exchange(sidecar, b"".join(post(b) for b in bodies), answers=4)
+    assert [a.status for a in answers] == [200] * 4
+    assert peer[0].bodies[-4:] == bodies
+
+
+async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> None:
+    _, closed = await exchange(
+        sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert closed
+    answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.0\r\n\r\n")
+    assert answers[0].status == 200 and closed
+    answers, closed = await exchange(
+        sidecar, b"GET /peer/v1/x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    )
+    assert answers[0].status == 200 and not closed
+    assert answers[0].header(b"connection") == b"keep-alive"
