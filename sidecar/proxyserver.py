@@ -49,6 +49,54 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b""})
 
 
+def relayed(raw: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """Header lines to pass on: all but hop-by-hop ones and those the Connection header names."""
+    lines: list[bytes] = []
+    named: set[bytes] = set()
+    for name, value in raw:
+        lower = name.lower()
+        if lower not in _HOP_BY_HOP:
+            lines.append(b"%s: %s\r\n" % (name, value))
+        elif lower == b"connection":
+            named.update(t.strip().lower() for t in value.split(b","))
+    if named - _CONNECTION_OPTIONS:
+        lines = [line for line in lines if line.split(b":", 1)[0].lower() not in named]
+    return lines
+
+
+class Frame:
+    """How an answer is framed for this client, and whether the connection survives it."""
+
+    __slots__ = ("bodiless", "chunked", "keep", "lines", "small")
+
+    def __init__(self, lines: list[bytes], keep: bool, bodiless: bool, chunked: bool) -> None:
+        self.lines, self.keep, self.bodiless, self.chunked = lines, keep, bodiless, chunked
+        self.small = False
+
+    @classmethod
+    def choose(cls, req: Incoming, status: int, length: int | None) -> Frame:
+        """The upstream's length if it gave one; else chunked (HTTP/1.1) or until close (1.0)."""
+        keep = req.keep_alive
+        bodiless = req.method == "HEAD" or status in (204, 304) or status < 200
+        lines: list[bytes] = []
+        chunked = False
+        if length is not None and status != 204 and status >= 200:
+            lines.append(b"Content-Length: %d\r\n" % length)
+        elif not bodiless and req.version == "1.1":
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+            chunked = True
+        elif not bodiless:
+            keep = False  # HTTP/1.0 without a length: the body ends when the connection does
+        if not keep:
+            lines.append(b"Connection: close\r\n")
+        elif req.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")  # HTTP/1.0 keeps only when told
+        lines.append(b"\r\n")
+        frame = cls(lines, keep, bodiless, chunked)
+        frame.small = not bodiless and length is not None and length <= SMALL
+        return frame
+
+
 class Body:
     """A request body as it arrives; the socket is paused while too much is unread."""
 
@@ -234,11 +282,26 @@ class ProxyProtocol(asyncio.Protocol):
         if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
             self._bad_request(SidecarError("SC4013"))
             return
+        req = self._incoming()
+        if req.content is not None:
+            self._receiving = req
+            if req.headers.get("Expect", "").lower() == "100-continue":
+                self._transport().write(_CONTINUE)
+        if req.method == "CONNECT":
+            return  # the parser raises HttpParserUpgrade next: see _upgraded
+        if self._busy:
+            self._pipeline.append(req)
+            if len(self._pipeline) >= MAX_PIPELINE:
+                self._transport().pause_reading()
+        else:
+            self._start(req)
+
+    def _incoming(self) -> Incoming:
+        """The parsed head as a request; header values decoded so they re-encode byte-exact."""
         parser = self.parser
         headers: CIMultiDict[str] = CIMultiDict(
-            (n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers
+            [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
         )
-        method = parser.get_method().decode("ascii")
         body: Body | None = None
         length: int | None = None
         if "Transfer-Encoding" in headers:
@@ -247,8 +310,8 @@ class ProxyProtocol(asyncio.Protocol):
             length = int(declared)  # llhttp accepts digits only, and one value
             if length:
                 body = Body(self._transport())
-        req = Incoming(
-            method,
+        return Incoming(
+            parser.get_method().decode("ascii"),
             b"".join(self._url).decode("utf-8", "surrogateescape"),
             headers,
             parser.get_http_version(),
@@ -256,17 +319,6 @@ class ProxyProtocol(asyncio.Protocol):
             body,
             length,
         )
-        if body is not None and headers.get("Expect", "").lower() == "100-continue":
-            self._transport().write(_CONTINUE)
-        self._receiving = req if body is not None else None
-        if method == "CONNECT":
-            return  # the parser raises HttpParserUpgrade next: see _upgraded
-        if self._busy:
-            self._pipeline.append(req)
-            if len(self._pipeline) >= MAX_PIPELINE:
-                self._transport().pause_reading()
-        else:
-            self._start(req)
 
     def on_body(self, body: bytes) -> None:
         if self._receiving is not None and self._receiving.content is not None:
@@ -347,59 +399,45 @@ class ProxyProtocol(asyncio.Protocol):
         """
         status = reply.status
         reason = reply.reason.encode("latin-1", "replace") or _PHRASES.get(status, b"")
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
-        named: set[bytes] = set()  # headers the upstream's Connection header names
-        for name, value in reply.raw_headers:
-            lower = name.lower()
-            if lower not in _HOP_BY_HOP:
-                head.append(b"%s: %s\r\n" % (name, value))
-            elif lower == b"connection":
-                named.update(t.strip().lower() for t in value.split(b","))
-        if named - _CONNECTION_OPTIONS:
-            head = [head[0], *(h for h in head[1:] if h.split(b":", 1)[0].lower() not in named)]
-        length = reply.content_length
-        keep = req.keep_alive
-        bodiless = req.method == "HEAD" or status in (204, 304) or status < 200
-        chunked = False
-        if length is not None and status != 204 and status >= 200:
-            head.append(b"Content-Length: %d\r\n" % length)
-        elif bodiless:
-            pass
-        elif req.version == "1.1":
-            head.append(b"Transfer-Encoding: chunked\r\n")
-            chunked = True
-        else:
-            keep = False  # HTTP/1.0 without a length: the body ends when the connection does
-        if not keep:
-            head.append(b"Connection: close\r\n")
-        elif req.version == "1.0":
-            head.append(b"Connection: keep-alive\r\n")  # HTTP/1.0 keeps only when told
-        head.append(b"\r\n")
+        frame = Frame.choose(req, status, reply.content_length)
+        head = b"".join(
+            [b"HTTP/1.1 %d %s\r\n" % (status, reason), *relayed(reply.raw_headers), *frame.lines]
+        )
+        transport = self._transport()
+        if frame.bodiless:
+            transport.write(head)
+            return frame.keep, 0
+        if not frame.small:
+            transport.write(head)
+            complete, sent = await self._stream(reply, frame.chunked)
+            return complete and frame.keep, sent
+        try:
+            body = await reply.read()
+        except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
+            proxy.body_aborted(reply, exc)
+            transport.close()  # nothing was sent yet: the app sees a closed connection
+            return False, 0
+        transport.write(head + body)
+        return frame.keep, len(body)
+
+    async def _stream(self, reply: http1.Response, chunked: bool) -> tuple[bool, int]:
+        """A large or unsized body, chunk by chunk, under the client's flow control."""
         transport = self._transport()
         sent = 0
         try:
-            if bodiless:
-                transport.write(b"".join(head))
-            elif length is not None and length <= SMALL:
-                body = await reply.read()
-                sent = len(body)
-                head.append(body)
-                transport.write(b"".join(head))
-            else:
-                transport.write(b"".join(head))
-                async for chunk in reply.iter_chunks():
-                    if self._closing:
-                        return False, sent  # the client is gone
-                    transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                    sent += len(chunk)
-                    await self.drain()
-                if chunked:
-                    transport.write(b"0\r\n\r\n")
+            async for chunk in reply.iter_chunks():
+                if self._closing:
+                    return False, sent  # the client is gone
+                transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+                sent += len(chunk)
+                await self.drain()
         except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
             proxy.body_aborted(reply, exc)
             transport.close()  # the client must see a cut answer, not a complete short one
             return False, sent
-        return keep, sent
+        if chunked:
+            transport.write(b"0\r\n\r\n")
+        return True, sent
 
     def _refuse(self, err: SidecarError, keep: bool, req: Incoming) -> None:
         body = json.dumps(err.body()).encode()

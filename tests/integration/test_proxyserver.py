@@ -144,6 +144,7 @@ async def exchange(sc: Sidecar, data: bytes, answers: int = 1) -> tuple[list[Ans
 
 
 async def test_keep_alive_and_pipelined_requests_answer_in_order(sidecar: Sidecar) -> None:
+    """Five requests sent at once on one connection get five answers, in order, and the connection stays open."""
     request = b"GET /peer/v1/%d HTTP/1.1\r\nHost: x\r\n\r\n"
     data = b"".join(request % i for i in range(5))
     answers, closed = await exchange(sidecar, data, answers=5)
@@ -155,6 +156,7 @@ async def test_keep_alive_and_pipelined_requests_answer_in_order(sidecar: Sideca
 
 
 async def test_upstream_headers_relayed_byte_for_byte(sidecar: Sidecar) -> None:
+    """The provider's header bytes reach the app as sent (case, duplicates), minus hop-by-hop ones."""
     answers, _ = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
     (a,) = answers
     assert [v for n, v in a.headers if n == b"set-cookie"] == [b"a=1", b"b=2"]
@@ -164,6 +166,7 @@ async def test_upstream_headers_relayed_byte_for_byte(sidecar: Sidecar) -> None:
 
 
 async def test_chunked_answer_rechunked_for_http11_and_closed_for_http10(sidecar: Sidecar) -> None:
+    """An unsized answer is chunked for an HTTP/1.1 app and close-delimited for an HTTP/1.0 one."""
     answers, closed = await exchange(sidecar, b"GET /peer/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answers[0].body == b"part0;part1;part2;part3;part4;"
     assert answers[0].header(b"transfer-encoding") == b"chunked"
@@ -175,6 +178,7 @@ async def test_chunked_answer_rechunked_for_http11_and_closed_for_http10(sidecar
 
 
 async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
+    """A 204 carries no body, so the next pipelined answer is framed right after it."""
     data = (
         b"GET /peer/empty HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
     )
@@ -184,6 +188,7 @@ async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
 
 
 async def test_chunked_request_body_streams_through_intact(sidecar: Sidecar, peer: Any) -> None:
+    """A chunked 1 MiB upload reaches the provider byte for byte."""
     payload = bytes(range(256)) * 4096  # 1 MiB
     framed = b"".join(
         b"%x\r\n%s\r\n" % (len(payload[i : i + 65536]), payload[i : i + 65536])
@@ -197,6 +202,7 @@ async def test_chunked_request_body_streams_through_intact(sidecar: Sidecar, pee
 
 
 async def test_expect_100_continue_is_answered(sidecar: Sidecar) -> None:
+    """A client that waits for 100 Continue gets it, then its answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
     try:
         writer.write(
@@ -225,6 +231,7 @@ async def test_expect_100_continue_is_answered(sidecar: Sidecar) -> None:
 async def test_malformed_or_ambiguous_framing_is_refused_and_closed(
     sidecar: Sidecar, peer: Any, data: bytes
 ) -> None:
+    """Garbage and smuggling-shaped framing get 400 SC4011, a closed connection and no upstream call."""
     before = len(peer[0].bodies)
     answers, closed = await exchange(sidecar, data)
     assert answers[0].status == 400
@@ -234,6 +241,7 @@ async def test_malformed_or_ambiguous_framing_is_refused_and_closed(
 
 
 async def test_oversized_head_is_431(sidecar: Sidecar) -> None:
+    """A head over the limits gets 431 SC4013 and a closed connection."""
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
     answers, closed = await exchange(sidecar, b"GET /peer/x HTTP/1.1\r\n" + headers + b"\r\n")
     assert answers[0].status == 431
@@ -242,6 +250,7 @@ async def test_oversized_head_is_431(sidecar: Sidecar) -> None:
 
 
 async def test_refusal_keeps_the_connection(sidecar: Sidecar) -> None:
+    """A refused request does not cost the app its keep-alive connection."""
     data = b"GET /nowhere/x HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/y HTTP/1.1\r\nHost: x\r\n\r\n"
     answers, closed = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [403, 200]
@@ -250,6 +259,7 @@ async def test_refusal_keeps_the_connection(sidecar: Sidecar) -> None:
 
 
 async def test_client_gone_mid_body_does_not_break_the_listener(sidecar: Sidecar) -> None:
+    """A client that leaves mid-upload does not disturb the next client."""
     _, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
     writer.write(b"POST /peer/v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
     await writer.drain()
@@ -263,6 +273,7 @@ async def test_client_gone_mid_body_does_not_break_the_listener(sidecar: Sidecar
 async def test_access_log_line_per_request_only_when_enabled(
     peer: tuple[Peer, str], make_config: MakeConfig, make_sidecar: MakeSidecar, enabled: bool
 ) -> None:
+    """logging.access_log adds one proxy_access line per request (no id, no query); off, none."""
     cfg = make_config({"peer": api_key_upstream(peer[1], "peer")}, logging={"access_log": enabled})
     sc = await make_sidecar(cfg)
     r = await sc.admin.put(
@@ -305,6 +316,8 @@ async def test_idle_and_stalled_connections_are_closed(
 async def test_pipelined_requests_with_bodies_keep_their_bodies(
     sidecar: Sidecar, peer: Any
 ) -> None:
+    """Pipelined uploads of different sizes each reach the provider with their own body."""
+
     def post(body: bytes) -> bytes:
         return b"POST /peer/v1/p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
             len(body),
@@ -318,6 +331,7 @@ async def test_pipelined_requests_with_bodies_keep_their_bodies(
 
 
 async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> None:
+    """Connection: close and plain HTTP/1.0 end the connection; HTTP/1.0 keep-alive is kept and said so."""
     _, closed = await exchange(
         sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
