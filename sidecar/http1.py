@@ -316,26 +316,10 @@ class _Conn(asyncio.Protocol):
         self.got_bytes = False
         if self.dead or self.transport.is_closing():  # nothing sent yet: any request may retry
             raise UpstreamConnectionError("connection closed while idle")
-        self.parser = httptools.HttpResponseParser(self)
-        self.raw = []
-        self.reason = b""
-        self.resp = None
-        self.exc = None
-        self.buffered = 0
-        self.active = True
-        self.done = self.keep_alive = False
-        self.head_only = head_only
-        self.sent = stream is None
+        self._begin(head_only, stream is None)
         timer = self.loop.call_at(deadline, self._head_timeout)
-        transport = self.transport
         try:
-            if body is None:
-                transport.write(head)
-            elif len(body) <= _INLINE:
-                transport.write(head + body)
-            else:
-                transport.write(head)
-                transport.write(body)
+            self._write(head, body)
             if stream is not None:
                 await self._stream(stream, length)
             while self.resp is None and self.exc is None:
@@ -348,6 +332,30 @@ class _Conn(asyncio.Protocol):
             raise
         finally:
             timer.cancel()
+
+    def _begin(self, head_only: bool, sent: bool) -> None:
+        """A fresh parser and per-response state, before the next request goes out."""
+        self.parser = httptools.HttpResponseParser(self)
+        self.raw = []
+        self.reason = b""
+        self.resp = None
+        self.exc = None
+        self.buffered = 0
+        self.active = True
+        self.done = self.keep_alive = False
+        self.head_only = head_only
+        self.sent = sent
+
+    def _write(self, head: bytes, body: bytes | None) -> None:
+        """The head, with a small body in the same write (one packet); a large one is not copied."""
+        transport = self.transport
+        if body is None:
+            transport.write(head)
+        elif len(body) <= _INLINE:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
 
     async def _stream(self, stream: AsyncIterator[bytes], length: int | None) -> None:
         transport = self.transport
@@ -373,6 +381,19 @@ class _Conn(asyncio.Protocol):
         elif left:
             raise ValueError("request body is shorter than its content_length")
         self.sent = True
+
+
+def _framing(
+    method: str, body: bytes | AsyncIterator[bytes] | None, content_length: int | None
+) -> tuple[str, bytes | None, AsyncIterator[bytes] | None]:
+    """The framing header, and the body as bytes to send with the head or as a stream."""
+    if body is None or isinstance(body, bytes):
+        if body:
+            return f"Content-Length: {len(body)}\r\n", body, None
+        return ("Content-Length: 0\r\n" if method in _NEEDS_LENGTH else ""), None, None
+    if content_length is None:
+        return "Transfer-Encoding: chunked\r\n", None, body
+    return f"Content-Length: {content_length}\r\n", None, body
 
 
 def _expire(waiter: asyncio.Future[_Conn | None]) -> None:
@@ -419,26 +440,8 @@ class Pool:
         if self._closed:
             raise UpstreamConnectionError("pool is closed", "pool_closed")
         loop = asyncio.get_running_loop()
-        stream: AsyncIterator[bytes] | None = None
-        if body is None or isinstance(body, bytes):
-            if body:
-                framing = f"Content-Length: {len(body)}\r\n"
-            else:
-                body = None
-                framing = "Content-Length: 0\r\n" if method in _NEEDS_LENGTH else ""
-        else:
-            stream, body = body, None
-            framing = (
-                "Transfer-Encoding: chunked\r\n"
-                if content_length is None
-                else f"Content-Length: {content_length}\r\n"
-            )
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
-        text = f"{method} {target}{self._suffix}{''.join(lines)}{framing}\r\n"
-        crlf = len(lines) + (4 if framing else 3)
-        if text.count("\n") != crlf or text.count("\r") != crlf or " " in target:
-            raise ValueError("CR, LF or space inside the request line or a header")
-        head = text.encode("utf-8", "surrogateescape")  # as aiohttp decoded the app's bytes
+        framing, data, stream = _framing(method, body, content_length)
+        head = self._head(method, target, headers, framing)
         deadline = loop.time() + self._timeout
         retry = stream is None and method in _IDEMPOTENT
         fresh = False
@@ -446,7 +449,7 @@ class Pool:
             conn = await self._acquire(loop, deadline, fresh)
             try:
                 return await conn.send(
-                    head, body, stream, content_length, method == "HEAD", deadline
+                    head, data, stream, content_length, method == "HEAD", deadline
                 )
             except UpstreamConnectionError:
                 # A kept-alive connection the upstream closed as we reused it: resend once if
@@ -454,6 +457,17 @@ class Pool:
                 if fresh or not conn.reused or conn.got_bytes or (conn.active and not retry):
                     raise
                 fresh = True
+
+    def _head(
+        self, method: str, target: str, headers: Iterable[tuple[str, str]], framing: str
+    ) -> bytes:
+        """The request head, encoded once; CR, LF or a space that would split it is refused."""
+        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        text = f"{method} {target}{self._suffix}{''.join(lines)}{framing}\r\n"
+        crlf = len(lines) + (4 if framing else 3)
+        if text.count("\n") != crlf or text.count("\r") != crlf or " " in target:
+            raise ValueError("CR, LF or space inside the request line or a header")
+        return text.encode("utf-8", "surrogateescape")  # as aiohttp decoded the app's bytes
 
     async def close(self) -> None:
         """Close idle connections and refuse new requests; requests in flight finish."""

@@ -328,6 +328,7 @@ def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 
 
 async def test_keepalive_reuse_and_request_head() -> None:
+    """Sequential requests share one connection; target and headers arrive verbatim, after Host."""
     async with web_origin() as origin, pool_for(origin) as pool:
         for i in range(5):
             resp, body = await get(
@@ -345,6 +346,8 @@ async def test_keepalive_reuse_and_request_head() -> None:
 
 
 async def test_request_framing_on_the_wire() -> None:
+    """Each kind of body gets exactly the framing it needs, byte for byte, on one connection."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -389,6 +392,7 @@ async def test_request_framing_on_the_wire() -> None:
 
 
 def test_host_header_omits_default_port() -> None:
+    """Host names the port only when it is not the scheme's default, and brackets IPv6 literals."""
     assert "\r\nHost: example.com\r\n" in Pool(URL("https://example.com:443/x"), None)._suffix
     assert "\r\nHost: example.com\r\n" in Pool(URL("http://example.com/x"), None)._suffix
     assert "\r\nHost: example.com:8443\r\n" in Pool(URL("https://example.com:8443"), None)._suffix
@@ -396,6 +400,7 @@ def test_host_header_omits_default_port() -> None:
 
 
 async def test_head_and_small_body_leave_in_one_write() -> None:
+    """A small body goes out in the same write as the head: one syscall, not two."""
     async with web_origin() as origin, pool_for(origin) as pool:
         await get(pool)
         transport = pool._idle[-1].transport
@@ -409,6 +414,7 @@ async def test_head_and_small_body_leave_in_one_write() -> None:
 
 
 async def test_concurrent_requests_and_limit() -> None:
+    """Concurrent requests never hold more than ``limit`` connections, and the count stays exact."""
     async with web_origin() as origin, pool_for(origin) as pool:
         results = await asyncio.gather(*(get(pool, "/slow") for _ in range(32)))
         assert all(r.status == 200 and b == b"slow" for r, b in results)
@@ -423,6 +429,7 @@ async def test_concurrent_requests_and_limit() -> None:
 
 
 async def test_waiters_are_served_in_order() -> None:
+    """Requests queued for a connection get it first come, first served: none starves."""
     async with web_origin() as origin, pool_for(origin, limit=1) as pool:
         await asyncio.gather(*(get(pool, f"/order/{i}") for i in range(10)))
         assert origin.order == list(range(10))
@@ -430,6 +437,7 @@ async def test_waiters_are_served_in_order() -> None:
 
 
 async def test_waiting_for_a_free_connection_times_out() -> None:
+    """Waiting for a free connection is bounded (kind pool), and the held one stays usable."""
     async with web_origin() as origin, pool_for(origin, limit=1, timeout=0.3) as pool:
         held = await pool.request("GET", "/echo", (), None)  # holds the only connection
         started = time.monotonic()
@@ -447,6 +455,7 @@ async def test_waiting_for_a_free_connection_times_out() -> None:
 
 
 async def test_chunked_response() -> None:
+    """A chunked body arrives de-chunked, and its clean end leaves the connection reusable."""
     async with web_origin() as origin, pool_for(origin) as pool:
         resp = await pool.request("GET", "/chunked", (), None)
         assert resp.content_length is None
@@ -472,6 +481,8 @@ async def test_chunked_response() -> None:
     ],
 )
 async def test_close_delimited_and_keep_alive(head: bytes, reused: bool) -> None:
+    """Length-less bodies end at EOF; a connection is reused only where keep-alive is allowed."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -494,6 +505,7 @@ async def test_close_delimited_and_keep_alive(head: bytes, reused: bool) -> None
 
 
 async def test_head_204_304_have_no_body() -> None:
+    """Bodiless answers do not wait for a body, and HEAD still reports the Content-Length."""
     async with web_origin() as origin, pool_for(origin) as pool:
         resp, body = await get(pool, "/head", "HEAD")
         assert (resp.status, body, resp.content_length) == (200, b"", 1234)
@@ -506,6 +518,8 @@ async def test_head_204_304_have_no_body() -> None:
 
 
 async def test_body_after_a_head_answer_is_not_taken_for_the_next_response() -> None:
+    """Bytes after a HEAD answer close the connection, so they cannot pose as the next response."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -524,6 +538,8 @@ async def test_body_after_a_head_answer_is_not_taken_for_the_next_response() -> 
 
 @pytest.mark.parametrize("later", [False, True])
 async def test_bytes_after_a_complete_response_spoil_the_connection(later: bool) -> None:
+    """Unasked-for bytes after a response, early or late, keep its connection out of the pool."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -544,6 +560,8 @@ async def test_bytes_after_a_complete_response_spoil_the_connection(later: bool)
 
 
 async def test_interim_responses_are_skipped() -> None:
+    """1xx answers are dropped, so the caller sees only the final status, reason and headers."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -563,6 +581,7 @@ async def test_interim_responses_are_skipped() -> None:
 
 
 async def test_duplicate_headers_and_latin1() -> None:
+    """Repeated headers keep order and every value; non-ASCII bytes decode as latin-1, unharmed."""
     async with web_origin() as origin, pool_for(origin) as pool:
         resp, _ = await get(pool, "/cookies")
         names = [k for k, _ in resp.raw_headers]
@@ -599,6 +618,7 @@ async def closes_on_second_request(
 
 
 async def test_stale_connection_is_retried_for_idempotent_requests() -> None:
+    """A kept-alive connection the upstream dropped is replayed once when the request is safe to."""
     async with raw_origin(closes_on_second_request) as origin, pool_for(origin) as pool:
         await get(pool, "/")
         for method, body in (("GET", None), ("PUT", b"data"), ("DELETE", None)):
@@ -608,6 +628,7 @@ async def test_stale_connection_is_retried_for_idempotent_requests() -> None:
 
 
 async def test_stale_connection_is_not_retried_for_post_or_a_streamed_body() -> None:
+    """Requests that may have had effect, or cannot be replayed, fail instead of being resent."""
     async with raw_origin(closes_on_second_request) as origin, pool_for(origin) as pool:
         for method, body in (("POST", b"pay"), ("PATCH", None), ("PUT", stream_of(b"data"))):
             await get(pool, "/")
@@ -618,6 +639,8 @@ async def test_stale_connection_is_not_retried_for_post_or_a_streamed_body() -> 
 
 
 async def test_server_closing_after_every_response() -> None:
+    """A server that silently closes after each answer costs new connections, never failures."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -632,6 +655,8 @@ async def test_server_closing_after_every_response() -> None:
 
 
 async def test_a_fresh_connection_failing_is_not_retried() -> None:
+    """Only a reused connection earns a retry: a new one that fails raises at once (kind closed)."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -645,6 +670,7 @@ async def test_a_fresh_connection_failing_is_not_retried() -> None:
 
 
 async def test_idle_connections_expire_and_closing_ones_are_skipped() -> None:
+    """Idle connections past keepalive_timeout, or already closing, are replaced, not reused."""
     async with web_origin() as origin, pool_for(origin, keepalive_timeout=0.1) as pool:
         await get(pool)
         await asyncio.sleep(0.2)
@@ -661,6 +687,7 @@ async def test_idle_connections_expire_and_closing_ones_are_skipped() -> None:
 
 
 async def test_large_bodies_both_ways() -> None:
+    """Multi-megabyte bodies, streamed or as bytes, arrive intact both ways on one connection."""
     async with web_origin() as origin, pool_for(origin) as pool:
         for length in (None, len(BIG)):
             resp = await pool.request("POST", "/upload", (), stream_of(BIG), length)
@@ -678,6 +705,7 @@ async def test_large_bodies_both_ways() -> None:
 
 
 async def test_request_body_respects_write_flow_control() -> None:
+    """A streamed upload waits while the upstream reads nothing: the write buffer stays bounded."""
     total = 32 * MiB
     largest = 0
 
@@ -717,6 +745,7 @@ async def test_request_body_respects_write_flow_control() -> None:
 
 
 async def test_response_body_pauses_reading_when_unread() -> None:
+    """An unread body stops the socket being read, so memory stays bounded; nothing is lost."""
     async with web_origin() as origin, pool_for(origin) as pool:
         resp = await pool.request("GET", "/big", (), None)
         conn = resp._conn
@@ -731,6 +760,7 @@ async def test_response_body_pauses_reading_when_unread() -> None:
 
 
 async def test_release_without_reading_closes_the_connection() -> None:
+    """An unread body makes a connection unusable, so release closes it; twice is harmless."""
     async with web_origin() as origin, pool_for(origin) as pool:
         resp = await pool.request("GET", "/echo", (), None)
         await asyncio.sleep(0.05)  # the whole body is buffered: still not reusable
@@ -743,6 +773,7 @@ async def test_release_without_reading_closes_the_connection() -> None:
 
 
 async def test_streamed_body_must_match_content_length() -> None:
+    """A streamed body that breaks its declared length raises and does not leak the connection."""
     async with web_origin() as origin, pool_for(origin) as pool:
         with pytest.raises(ValueError, match="longer"):
             await pool.request("PUT", "/echo", (), stream_of(b"x" * 20), 10)
@@ -752,6 +783,7 @@ async def test_streamed_body_must_match_content_length() -> None:
 
 
 async def test_crlf_in_the_head_is_refused() -> None:
+    """CR or LF smuggled into a header or target is refused, so no request can be split."""
     pool = Pool(URL("http://127.0.0.1:1"), None)
     for headers, target in (
         ([("X", "a\r\nEvil: 1")], "/"),
@@ -767,6 +799,8 @@ async def test_crlf_in_the_head_is_refused() -> None:
 
 
 async def test_no_answer_times_out() -> None:
+    """An upstream that never answers times out after ``timeout`` (kind response), slot freed."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -783,6 +817,7 @@ async def test_no_answer_times_out() -> None:
 
 
 async def test_refused_connection() -> None:
+    """A refused connection is reported as kind connect and does not hold a slot."""
     pool = Pool(URL(f"http://127.0.0.1:{closed_port()}"), None)
     with pytest.raises(UpstreamConnectionError) as caught:
         await pool.request("GET", "/", (), None)
@@ -792,6 +827,8 @@ async def test_refused_connection() -> None:
 
 
 async def test_connect_timeout_covers_the_tls_handshake() -> None:
+    """A TLS handshake that never finishes is cut off by connect_timeout, not the longer timeout."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -810,6 +847,8 @@ async def test_connect_timeout_covers_the_tls_handshake() -> None:
 
 
 async def test_body_stalling_mid_stream_times_out() -> None:
+    """A body that stalls times out (kind body) after handing over the bytes that did arrive."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -840,6 +879,8 @@ async def test_body_stalling_mid_stream_times_out() -> None:
     ],
 )
 async def test_upstream_closing_mid_body(answer: bytes) -> None:
+    """A body cut short raises instead of passing as complete, and its connection is not pooled."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -858,6 +899,7 @@ async def test_upstream_closing_mid_body(answer: bytes) -> None:
 
 
 async def test_malformed_response() -> None:
+    """Bad HTTP raises kind protocol and really closes the connection, which cannot be trusted."""
     closed = asyncio.Event()
 
     async def serve(
@@ -877,6 +919,8 @@ async def test_malformed_response() -> None:
 
 
 async def test_endless_response_head() -> None:
+    """A response head that never ends is cut off at a bound (protocol), not buffered forever."""
+
     async def serve(
         reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
     ) -> None:
@@ -895,6 +939,7 @@ async def test_endless_response_head() -> None:
 
 
 async def test_tls_verified_and_untrusted() -> None:
+    """TLS verifies by IP and by name, with reuse; a certificate from an unknown CA fails as tls."""
     server, client = tls_contexts()
     async with web_origin(server) as origin:
         for url in (origin.url, origin.url.with_host("localhost")):
@@ -913,6 +958,7 @@ async def test_tls_verified_and_untrusted() -> None:
 
 
 async def test_cancelled_requests_free_their_slots() -> None:
+    """Requests cancelled at any stage give back their slots: no leak, and never over the limit."""
     async with web_origin() as origin, pool_for(origin, limit=4) as pool:
         for batch in range(30):
             tasks = [asyncio.ensure_future(get(pool, "/hang")) for _ in range(10)]
@@ -928,6 +974,7 @@ async def test_cancelled_requests_free_their_slots() -> None:
 
 
 async def test_a_connection_granted_to_a_cancelled_waiter_is_passed_on() -> None:
+    """A connection or slot granted to a waiter cancelled before it ran is kept, not leaked."""
     async with web_origin() as origin, pool_for(origin, limit=1) as pool:
         for read in (True, False):  # handed over as a connection, or as a free slot
             held = await pool.request("GET", "/echo", (), None)
@@ -947,6 +994,7 @@ async def test_a_connection_granted_to_a_cancelled_waiter_is_passed_on() -> None
 
 
 async def test_pool_close() -> None:
+    """Closing a pool drops idle connections, lets requests in flight finish, then refuses more."""
     async with web_origin() as origin:
         pool = Pool(origin.url, None)
         await asyncio.gather(get(pool, "/slow"), get(pool, "/slow"))
@@ -996,4 +1044,5 @@ UVLOOP_CASES = [
 
 @pytest.mark.parametrize("case", UVLOOP_CASES, ids=[c.__name__[5:] for c in UVLOOP_CASES])
 def test_under_uvloop(case: Callable[[], Awaitable[None]]) -> None:
+    """The loop-sensitive cases hold on uvloop too, the loop the sidecar runs in production."""
     uvloop.run(case())  # type: ignore[arg-type]
