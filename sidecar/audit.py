@@ -14,10 +14,15 @@ counted too; the pipeline fills it in as it learns more, and one of :func:`spent
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import functools
 import re
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from yarl import URL
@@ -113,28 +118,74 @@ def access(request: ProxyRequest, status: int, sent: int, code: str | None = Non
     spend = request.get(SPEND)
     if spend is None:
         return
-    access_log.info(
+    LINES.add(
+        access_log.info,
         "proxy_access",
-        method=spend.method,
-        path_template=spend.template or path_template(spend.path),
-        upstream=spend.upstream,
-        status=status,
-        bytes_out=sent,
-        duration_ms=round((time.perf_counter() - spend.started) * 1000, 3),
-        code=code,
+        {
+            "method": spend.method,
+            "path_template": spend.template or path_template(spend.path),
+            "upstream": spend.upstream,
+            "status": status,
+            "bytes_out": sent,
+            "duration_ms": round((time.perf_counter() - spend.started) * 1000, 3),
+            "code": code,
+        },
     )
 
 
 def _write(spend: Spend, status: int, code: str | None) -> None:
-    log.info(
+    LINES.add(
+        log.info,
         "proxy_request",
-        credential=spend.credential,
-        credential_version=spend.version,
-        key_id=spend.key_id,
-        upstream=spend.upstream,
-        method=spend.method,
-        path_template=spend.template or path_template(spend.path),
-        status=status,
-        latency_ms=round((time.perf_counter() - spend.started) * 1000, 3),
-        code=code,
+        {
+            "credential": spend.credential,
+            "credential_version": spend.version,
+            "key_id": spend.key_id,
+            "upstream": spend.upstream,
+            "method": spend.method,
+            "path_template": spend.template or path_template(spend.path),
+            "status": status,
+            "latency_ms": round((time.perf_counter() - spend.started) * 1000, 3),
+            "code": code,
+        },
     )
+
+
+class Lines:
+    """Per-request lines, logged at the end of the event loop's current turn.
+
+    Why: rendering and writing a line per request inside the request's own turn cost about a
+    fifth of the CPU per proxied request at c=32 (bench/README.md); logged together at the end
+    of the turn, the lines share one warm code path and, usually, one ``write``. What is
+    measured (latency, status) is fixed when the request ends; only the log timestamp is taken
+    at the end of the turn, well under a millisecond later. The lines still pass through every
+    processor, redaction included. ``flush()`` runs at shutdown and at exit, so only a SIGKILL
+    in the middle of a turn can lose lines, at most that turn's.
+    """
+
+    def __init__(self) -> None:
+        self._pending: deque[tuple[Callable[..., Any], str, dict[str, Any]]] = deque()
+        self._scheduled_on: asyncio.AbstractEventLoop | None = None
+
+    def add(self, method: Callable[..., Any], event: str, fields: dict[str, Any]) -> None:
+        self._pending.append((method, event, fields))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a synchronous caller): log now
+            self.flush()
+            return
+        if self._scheduled_on is not loop:  # (a loop that closed before flushing is replaced)
+            self._scheduled_on = loop
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Log everything pending, in order; a line that fails to log leaves the rest pending."""
+        self._scheduled_on = None
+        pending = self._pending
+        while pending:
+            method, event, fields = pending.popleft()
+            method(event, **fields)
+
+
+LINES = Lines()
+atexit.register(LINES.flush)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from sidecar import audit
 from sidecar import config as config_mod
 from sidecar.app import build_admin_app, build_health_app
 from sidecar.config import Config, split_hostport
@@ -61,6 +62,7 @@ class Server:
         if self.proxy is not None:
             await self.proxy.stop(self.config.listen.shutdown_grace)
             self.proxy = None
+            audit.LINES.flush()  # the last requests' audit lines, before anything else stops
         for runner in reversed(self.runners):
             await runner.cleanup()
         self.runners.clear()

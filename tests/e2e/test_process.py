@@ -73,7 +73,9 @@ async def test_sigterm_finishes_in_flight_requests(
     )
     assert statuses == [200] * 10 and counts["finished"] == 10
     assert code == 0
-    assert KEY not in proc.stderr()
+    stderr = proc.stderr()
+    assert KEY not in stderr
+    assert stderr.count('"event": "proxy_request"') == 10  # flushed before the process exited
 
 
 async def test_sighup_reloads_and_refuses_invalid_config(
