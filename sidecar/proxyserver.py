@@ -97,6 +97,10 @@ class Frame:
         return frame
 
 
+class _Stop(Exception):
+    """Raised in a parser callback to stop llhttp mid-read (httptools re-raises it wrapped)."""
+
+
 class Body:
     """A request body as it arrives; the socket is paused while too much is unread."""
 
@@ -217,7 +221,8 @@ class ProxyProtocol(asyncio.Protocol):
         self._pipeline: deque[Incoming] = deque()
         self._busy = False
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._closing = False  # the transport is closed or closing: nothing more is written
+        self._last = False  # answer what is in flight and queued, then close; parse no more
         self._idle: asyncio.TimerHandle | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -258,6 +263,10 @@ class ProxyProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self._upgraded(data[upgrade.args[0] :])
+        except httptools.HttpParserCallbackError as exc:
+            if not isinstance(exc.__context__, _Stop):  # a bug of ours, not the client's
+                log.error("proxy_parser_callback_failed", error=type(exc.__context__).__name__)
+                self._bad_request(SidecarError("SC1000"))
         except httptools.HttpParserError:
             self._bad_request(SidecarError("SC4011", "Malformed HTTP request"))
 
@@ -266,6 +275,8 @@ class ProxyProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         # The idle timer keeps running until the head is complete: a client that starts a
         # request and stalls is closed like an idle one.
+        if self._closing or self._last:
+            raise _Stop  # refused or closing: nothing more on this connection is parsed
         self._url.clear()
         self._headers = []
         self._head_size = 0
@@ -281,7 +292,7 @@ class ProxyProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
             self._bad_request(SidecarError("SC4013"))
-            return
+            raise _Stop  # the rest of this read (pipelined requests too) is not parsed
         req = self._incoming()
         if req.content is not None:
             self._receiving = req
@@ -355,7 +366,12 @@ class ProxyProtocol(asyncio.Protocol):
             transport = self.transport
             if transport is None:
                 pass  # handed to aiohttp
-            elif self._closing or not keep or self.listener.stopping:
+            elif (
+                self._closing
+                or not keep
+                or self.listener.stopping
+                or (self._last and not self._pipeline)
+            ):
                 self._closing = True
                 transport.close()
             elif self._pipeline:
@@ -457,19 +473,26 @@ class ProxyProtocol(asyncio.Protocol):
         self._transport().write(head + body)
 
     def _bad_request(self, err: SidecarError) -> None:
-        """Unparseable or oversized input: answer once (nothing was sent anywhere) and close."""
-        if self._closing or self.transport is None:
+        """Unparseable or oversized input: nothing of it was sent anywhere; answer and close.
+
+        Requests parsed before it (in flight or queued) are answered first; then the connection
+        closes without an answer for the bad one, since it cannot be framed after them.
+        """
+        if self._closing or self._last or self.transport is None:
             return
-        self._closing = True
         log.info("proxy_refused", code=err.code, status=err.status, method=None)
         self.rt.metrics.refused.labels(err.code).inc()
-        if not self._busy:
-            body = json.dumps(err.body()).encode()
-            self.transport.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-                b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\nConnection: close\r\n\r\n%s"
-                % (err.status, _PHRASES[err.status], len(body), err.code.encode(), body)
-            )
+        if self._busy:
+            self._last = True
+            self.transport.pause_reading()
+            return
+        self._closing = True
+        body = json.dumps(err.body()).encode()
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\nConnection: close\r\n\r\n%s"
+            % (err.status, _PHRASES[err.status], len(body), err.code.encode(), body)
+        )
         self.transport.close()
 
     def _upgraded(self, rest: bytes) -> None:
@@ -480,8 +503,9 @@ class ProxyProtocol(asyncio.Protocol):
             # An ``Upgrade:`` request was answered (or is being) as a plain request; what
             # follows it on the wire is another protocol, so nothing more is read.
             self._transport().pause_reading()
-            self._closing = True
+            self._last = True
             if not self._busy:
+                self._closing = True
                 self._transport().close()
             return
         head = [b"CONNECT ", *self._url, b" HTTP/%s\r\n" % self.parser.get_http_version().encode()]

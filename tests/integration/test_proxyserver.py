@@ -240,10 +240,16 @@ async def test_malformed_or_ambiguous_framing_is_refused_and_closed(
     assert len(peer[0].bodies) == before  # nothing reached the upstream
 
 
-async def test_oversized_head_is_431(sidecar: Sidecar) -> None:
+async def test_oversized_head_is_431(sidecar: Sidecar, peer: Any) -> None:
     """A head over the limits gets 431 SC4013 and a closed connection."""
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
-    answers, closed = await exchange(sidecar, b"GET /peer/x HTTP/1.1\r\n" + headers + b"\r\n")
+    before = len(peer[0].bodies)
+    pipelined = b"GET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers, closed = await exchange(
+        sidecar, b"GET /peer/x HTTP/1.1\r\n" + headers + b"\r\n" + pipelined
+    )
+    await asyncio.sleep(0.3)  # time enough for a wrongly started request to reach the peer
+    assert len(peer[0].bodies) == before  # the request behind it was not forwarded either
     assert answers[0].status == 431
     assert answers[0].header(b"x-sidecar-error") == b"SC4013"
     assert closed
@@ -343,3 +349,24 @@ async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> Non
     )
     assert answers[0].status == 200 and not closed
     assert answers[0].header(b"connection") == b"keep-alive"
+
+
+async def test_garbage_after_a_good_request_still_lets_it_finish(sidecar: Sidecar) -> None:
+    """A request already on its way is answered in full before a later garbage line closes the connection."""
+    data = b"GET /peer/chunked HTTP/1.1\r\nHost: x\r\n\r\ngarbage\r\n\r\n"
+    answers, closed = await exchange(sidecar, data, answers=2)
+    assert [a.status for a in answers] == [200]
+    assert answers[0].body == b"part0;part1;part2;part3;part4;"
+    assert closed
+
+
+async def test_upgrade_requests_are_answered_plainly_and_not_tunnelled(sidecar: Sidecar) -> None:
+    """A WebSocket upgrade is proxied as a plain request; what follows it is never read."""
+    data = (
+        b"GET /peer/v1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /peer/v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    answers, closed = await exchange(sidecar, data, answers=2)
+    assert [a.status for a in answers] == [200]
+    assert b"/v1/ws" in answers[0].body
+    assert closed
