@@ -91,19 +91,12 @@ def _clean(key: str, value: Any) -> Any:
     return value
 
 
-_SCALARS = (bool, int, float, type(None))
-
-
 def redact(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> Any:
     """structlog processor: nothing secret-looking leaves, whatever the caller passed."""
     for key, value in event_dict.items():  # values are replaced, keys never change
         if key == "event":
             event_dict[key] = SECRETS.scrub(str(value))
-        elif _secret_key(key):
-            event_dict[key] = REDACTED
-        elif type(value) is str:
-            event_dict[key] = SECRETS.scrub(value)
-        elif not isinstance(value, _SCALARS):
+        else:
             event_dict[key] = _clean(key, value)
     return event_dict
 
