@@ -22,6 +22,7 @@ import json
 import time
 from collections import deque
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -64,14 +65,31 @@ def relayed(raw: list[tuple[bytes, bytes]]) -> list[bytes]:
     return lines
 
 
+_ERROR_HEAD = (
+    b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\n%s\r\n"
+)
+
+
+def error_answer(err: SidecarError, keep: bool) -> tuple[bytes, int]:
+    """The sidecar's own answer, the JSON error body marked with ``X-Sidecar-Error``; and the
+    body's length, for the access line."""
+    body = json.dumps(err.body()).encode()
+    close = b"" if keep else b"Connection: close\r\n"
+    phrase = _PHRASES.get(err.status, b"")
+    head = _ERROR_HEAD % (err.status, phrase, len(body), err.code.encode(), close)
+    return head + body, len(body)
+
+
+@dataclass(frozen=True, slots=True)
 class Frame:
     """How an answer is framed for this client, and whether the connection survives it."""
 
-    __slots__ = ("bodiless", "chunked", "keep", "lines", "small")
-
-    def __init__(self, lines: list[bytes], keep: bool, bodiless: bool, chunked: bool) -> None:
-        self.lines, self.keep, self.bodiless, self.chunked = lines, keep, bodiless, chunked
-        self.small = False
+    lines: list[bytes]
+    keep: bool
+    bodiless: bool
+    chunked: bool
+    small: bool  # known length, at most SMALL: it leaves in one write with the head
 
     @classmethod
     def choose(cls, req: Incoming, status: int, length: int | None) -> Frame:
@@ -92,9 +110,8 @@ class Frame:
         elif req.version == "1.0":
             lines.append(b"Connection: keep-alive\r\n")  # HTTP/1.0 keeps only when told
         lines.append(b"\r\n")
-        frame = cls(lines, keep, bodiless, chunked)
-        frame.small = not bodiless and length is not None and length <= SMALL
-        return frame
+        small = not bodiless and length is not None and length <= SMALL
+        return cls(lines, keep, bodiless, chunked, small)
 
 
 class _Stop(Exception):
@@ -354,7 +371,7 @@ class ProxyProtocol(asyncio.Protocol):
     async def _serve(self, req: Incoming) -> None:
         keep = False
         try:
-            keep = await self._respond(req) and req.keep_alive
+            keep = await self._respond(req)
         except Exception:
             log.exception("proxy_unhandled")
         finally:
@@ -388,24 +405,25 @@ class ProxyProtocol(asyncio.Protocol):
         try:
             upstream, reply, started = await proxy.forward(rt, req, proxy.route)
         except SidecarError as err:
-            proxy.account_refusal(rt, req, err)
             keep = req.keep_alive and (req.content is None or req.content.complete)
-            self._refuse(err, keep, req)
+            answer, sent = error_answer(err, keep)
+            proxy.account_refusal(rt, req, err, sent)
+            self._transport().write(answer)
             return keep
         except Exception:
             log.exception("proxy_unhandled")
             internal = SidecarError("SC1000")
+            answer, sent = error_answer(internal, False)
             audit.refused(req, internal)
-            self._refuse(internal, False, req)
+            if rt.config.logging.access_log:
+                audit.access(req, internal.status, sent, internal.code)
+            self._transport().write(answer)
             return False
         try:
             keep, sent = await self._relay(req, reply)
         finally:
             reply.release()
-        rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
-        audit.spent(req, reply.status)
-        if rt.config.logging.access_log:
-            audit.access(req, reply.status, sent)
+        proxy.account_spend(rt, req, upstream, reply.status, started, sent)
         return keep
 
     async def _relay(self, req: Incoming, reply: http1.Response) -> tuple[bool, int]:
@@ -455,23 +473,6 @@ class ProxyProtocol(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         return True, sent
 
-    def _refuse(self, err: SidecarError, keep: bool, req: Incoming) -> None:
-        body = json.dumps(err.body()).encode()
-        if self.rt.config.logging.access_log:
-            audit.access(req, err.status, len(body), err.code)
-        head = (
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\n%s\r\n"
-            % (
-                err.status,
-                _PHRASES.get(err.status, b""),
-                len(body),
-                err.code.encode(),
-                b"" if keep else b"Connection: close\r\n",
-            )
-        )
-        self._transport().write(head + body)
-
     def _bad_request(self, err: SidecarError) -> None:
         """Unparseable or oversized input: nothing of it was sent anywhere; answer and close.
 
@@ -487,12 +488,7 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             return
         self._closing = True
-        body = json.dumps(err.body()).encode()
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nX-Sidecar-Error: %s\r\nConnection: close\r\n\r\n%s"
-            % (err.status, _PHRASES[err.status], len(body), err.code.encode(), body)
-        )
+        self.transport.write(error_answer(err, False)[0])
         self.transport.close()
 
     def _upgraded(self, rest: bytes) -> None:

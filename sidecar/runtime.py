@@ -14,7 +14,6 @@ import time
 
 import aiohttp
 
-from sidecar import http1
 from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
@@ -105,12 +104,6 @@ class Runtime:
         if session is None:
             raise SidecarError("SC1000", "sidecar is not started")
         return session
-
-    def pool_for(self, name: str) -> http1.Pool:
-        pool = self.upstream(name).pool
-        if pool is None:
-            raise SidecarError("SC1000", "sidecar is not started")
-        return pool
 
     async def start(self) -> None:
         for upstream in self.upstreams.values():

@@ -162,10 +162,10 @@ async def forward(
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)
     outbound = OutboundRequest(request.method, url, headers, body)
+    if upstream.pool is None:
+        raise SidecarError("SC1000", "sidecar is not started")
     started = time.perf_counter()
-    reply = await send(
-        rt.pool_for(upstream.name), scheme, outbound, cred, stream, request.content_length
-    )
+    reply = await send(upstream.pool, scheme, outbound, cred, stream, request.content_length)
     return upstream, reply, started
 
 
@@ -174,10 +174,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     rt = runtime(request)
     upstream, reply, started = await forward(rt, request, request.app.get(ROUTER, route))
     response = await _relay(request, reply)
-    rt.metrics.observe(upstream.name, reply.status, time.perf_counter() - started)
-    audit.spent(request, reply.status)
-    if rt.config.logging.access_log:
-        audit.access(request, reply.status, response.body_length)
+    account_spend(rt, request, upstream, reply.status, started, response.body_length)
     return response
 
 
@@ -268,11 +265,23 @@ def body_aborted(resp: http1.Response, exc: Exception) -> None:
     log.warning("upstream_body_aborted", status=resp.status, error=type(exc).__name__)
 
 
-def account_refusal(rt: Runtime, request: Incoming, err: SidecarError) -> None:
+def account_spend(
+    rt: Runtime, request: Incoming, upstream: Upstream, status: int, started: float, sent: int
+) -> None:
+    """Metrics, audit and access line for a relayed answer (both engines)."""
+    rt.metrics.observe(upstream.name, status, time.perf_counter() - started)
+    audit.spent(request, status)
+    if rt.config.logging.access_log:
+        audit.access(request, status, sent)
+
+
+def account_refusal(rt: Runtime, request: Incoming, err: SidecarError, sent: int) -> None:
     """Log, count and audit an answer the sidecar gives itself (both engines)."""
     log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
     rt.metrics.refused.labels(err.code).inc()
     audit.refused(request, err)
+    if rt.config.logging.access_log:
+        audit.access(request, err.status, sent, err.code)
 
 
 @web.middleware
@@ -283,10 +292,7 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
         response: web.StreamResponse = await handler(request)
         return response
     except SidecarError as err:
-        rt = runtime(request)
-        account_refusal(rt, request, err)
-        if rt.config.logging.access_log:
-            audit.access(request, err.status, 0, err.code)
+        account_refusal(runtime(request), request, err, 0)
         return refusal(err)
     except web.HTTPException as exc:
         if exc.status == 413:
