@@ -370,3 +370,54 @@ async def test_upgrade_requests_are_answered_plainly_and_not_tunnelled(sidecar: 
     assert [a.status for a in answers] == [200]
     assert b"/v1/ws" in answers[0].body
     assert closed
+
+
+async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
+    sidecar: Sidecar,
+) -> None:
+    """Past MAX_PIPELINE queued requests the socket is paused, then resumed: none is lost."""
+    count = proxyserver.MAX_PIPELINE * 3
+    data = b"".join(b"GET /peer/v1/n%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count))
+    answers, closed = await exchange(sidecar, data, answers=count)
+    assert [a.status for a in answers] == [200] * count
+    assert [a.body.split(b'"path": "')[1].split(b'"')[0] for a in answers] == [
+        b"/v1/n%d" % i for i in range(count)
+    ]
+    assert not closed
+
+
+async def test_an_internal_error_is_500_sc1000_and_closes(
+    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the pipeline answers 500 SC1000 (audited), not a hung or half-written answer."""
+
+    async def broken(*_args: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(proxyserver.proxy, "forward", broken)
+    with capture_logs() as logs:
+        answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answers[0].status == 500
+    assert answers[0].header(b"x-sidecar-error") == b"SC1000"
+    assert closed
+    audited = [e for e in logs if e["event"] == "proxy_request"]
+    assert [(e["status"], e["code"]) for e in audited] == [(500, "SC1000")]
+
+
+async def test_a_failing_parser_callback_is_ours_not_the_clients(
+    sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in our own parser callback is 500 SC1000 and logged, not 400 SC4011."""
+
+    def broken(_self: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(proxyserver.ProxyProtocol, "_incoming", broken)
+    with capture_logs() as logs:
+        answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answers[0].status == 500
+    assert answers[0].header(b"x-sidecar-error") == b"SC1000"
+    assert closed
+    assert [e["error"] for e in logs if e["event"] == "proxy_parser_callback_failed"] == [
+        "RuntimeError"
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from structlog.testing import capture_logs
 
 from sidecar import audit
@@ -60,3 +61,21 @@ def test_a_loop_that_ends_before_flushing_loses_nothing() -> None:
 
         asyncio.run(next_request())
     assert [e["path_template"] for e in logs] == ["/v1/first", "/v1/second"]
+
+
+def test_a_line_that_fails_to_log_leaves_the_rest_for_the_next_flush() -> None:
+    """One failing log call does not drop the lines queued behind it."""
+    lines = audit.Lines()
+    seen: list[str] = []
+
+    def fails(_event: str, **_fields: object) -> None:
+        raise OSError("stderr is gone")
+
+    def keeps(event: str, **_fields: object) -> None:
+        seen.append(event)
+
+    lines._pending.extend([(fails, "first", {}), (keeps, "second", {})])
+    with pytest.raises(OSError):
+        lines.flush()
+    lines.flush()
+    assert seen == ["second"]
