@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from bench import load, procs, pyspy
+from bench import image, load, procs, pyspy
 from bench.scenarios import Scenario
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
 
@@ -101,20 +101,11 @@ def start_against(
     the same interpreter and dependencies as the sidecar under test.
     """
     assert s.against is not None
-    root = Path(__file__).resolve().parent.parent
-    rev = subprocess.run(
-        ["git", "rev-parse", "--short", s.against],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    rev = _git("rev-parse", "--short", s.against).decode().strip()
     tree = s.logs.parent / f"against-{rev}"
     if not (tree / "sidecar").exists():
         tree.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(
-            ["git", "archive", rev, "sidecar"], cwd=root, check=True, capture_output=True
-        ).stdout
+        archive = _git("archive", rev, "sidecar")
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     data = {
         **config,
@@ -277,17 +268,16 @@ def _cells(
     return cells
 
 
+def _git(*args: str, check: bool = True) -> bytes:
+    """A git command in this checkout; its standard output."""
+    return subprocess.run(["git", *args], cwd=image.ROOT, check=check, capture_output=True).stdout
+
+
 def _code_version() -> dict[str, Any]:
     """The commit measured, and whether sidecar/ had uncommitted edits (a shared tree)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*args: str) -> str:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return out.stdout.strip()
-
     return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "sidecar_dirty": bool(git("status", "--porcelain", "--", "sidecar")),
+        "commit": _git("rev-parse", "--short", "HEAD", check=False).decode().strip(),
+        "sidecar_dirty": bool(_git("status", "--porcelain", "--", "sidecar", check=False)),
     }
 
 
