@@ -32,7 +32,7 @@ class Upstream:
     specs: list[tuple[str, SchemeOptions]]
     session: aiohttp.ClientSession | None = field(default=None)
     pool: http1.Pool | None = field(default=None)
-    prefix: str = ""  # origin and base path, what an upstream-relative path is appended to
+    prefix: str = field(init=False)  # origin and base path, what a relative path is appended to
 
     @classmethod
     def build(
@@ -47,17 +47,10 @@ class Upstream:
             optional=tuple(scheme.optional_fields),
         )
         hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
-        prefix = str(url.origin()) + url.raw_path.rstrip("/")
-        return cls(
-            name=name,
-            cfg=cfg,
-            url=url,
-            scheme=scheme,
-            spec=spec,
-            hosts=hosts,
-            specs=specs,
-            prefix=prefix,
-        )
+        return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts, specs=specs)
+
+    def __post_init__(self) -> None:
+        self.prefix = str(self.url.origin()) + self.url.raw_path.rstrip("/")
 
     def accepts(self, host: str, port: int | None) -> bool:
         """Forward-proxy match: a declared name on a default port, or exactly the url's origin."""
