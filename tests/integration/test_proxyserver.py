@@ -386,6 +386,16 @@ async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
     assert not closed
 
 
+async def internal_error(sc: Sidecar) -> list[dict[str, Any]]:
+    """One request that must end in 500 SC1000 and a closed connection; what was logged."""
+    with capture_logs() as logs:
+        answers, closed = await exchange(sc, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answers[0].status == 500
+    assert answers[0].header(b"x-sidecar-error") == b"SC1000"
+    assert closed
+    return logs
+
+
 async def test_an_internal_error_is_500_sc1000_and_closes(
     sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -395,11 +405,7 @@ async def test_an_internal_error_is_500_sc1000_and_closes(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(proxyserver.proxy, "forward", broken)
-    with capture_logs() as logs:
-        answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answers[0].status == 500
-    assert answers[0].header(b"x-sidecar-error") == b"SC1000"
-    assert closed
+    logs = await internal_error(sidecar)
     audited = [e for e in logs if e["event"] == "proxy_request"]
     assert [(e["status"], e["code"]) for e in audited] == [(500, "SC1000")]
 
@@ -413,11 +419,7 @@ async def test_a_failing_parser_callback_is_ours_not_the_clients(
         raise RuntimeError("a bug")
 
     monkeypatch.setattr(proxyserver.ProxyProtocol, "_incoming", broken)
-    with capture_logs() as logs:
-        answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert answers[0].status == 500
-    assert answers[0].header(b"x-sidecar-error") == b"SC1000"
-    assert closed
+    logs = await internal_error(sidecar)
     assert [e["error"] for e in logs if e["event"] == "proxy_parser_callback_failed"] == [
         "RuntimeError"
     ]
