@@ -185,6 +185,17 @@ async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
     answers, _ = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [204, 200]
     assert answers[0].body == b""
+    # HEAD: the provider's Content-Length is relayed, and not one body byte follows it.
+    reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
+    try:
+        writer.write(b"HEAD /peer/v1/h HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nContent-Length: " in head
+        writer.write(b"GET /peer/v1/next HTTP/1.1\r\nHost: x\r\n\r\n")
+        following = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert following.startswith(b"HTTP/1.1 200 ")  # not body bytes of the HEAD answer
+    finally:
+        writer.close()
 
 
 async def test_chunked_request_body_streams_through_intact(sidecar: Sidecar, peer: Any) -> None:
