@@ -52,9 +52,10 @@ def test_a_loop_that_ends_before_flushing_loses_nothing() -> None:
 
     with capture_logs() as logs:
         loop = asyncio.new_event_loop()
-        loop.create_task(leave_a_line())
+        task = loop.create_task(leave_a_line())
         loop.call_soon(loop.stop)  # the loop stops before the turn that would flush
         loop.run_forever()
+        assert task.done()
         loop.close()
         assert logs == []  # still pending, scheduled on a loop that is gone
 
