@@ -29,7 +29,7 @@ from yarl import URL
 
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
-from sidecar.proxyrequest import ProxyRequest
+from sidecar.proxy.request import ProxyRequest
 from sidecar.schemes.base import Credential
 
 log = get_logger("sidecar.audit")

@@ -23,7 +23,7 @@ from sidecar.app import build_admin_app, build_health_app
 from sidecar.config import Config, split_hostport
 from sidecar.errors import ConfigError
 from sidecar.logging import get_logger
-from sidecar.proxyserver import ProxyListener
+from sidecar.proxy.listener import ProxyListener
 from sidecar.runtime import Runtime
 
 log = get_logger("sidecar.server")

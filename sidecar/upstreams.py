@@ -1,7 +1,7 @@
 """An upstream at run time: its config, its scheme instance, its pools.
 
-Two pools per upstream: the lean :class:`sidecar.http1.Pool` carries proxied requests (the hot
-path); an aiohttp ``ClientSession`` serves the scheme itself (token requests, verify probes).
+Two pools per upstream: the lean :class:`sidecar.proxy.client.Pool` carries proxied requests (the
+hot path); an aiohttp ``ClientSession`` serves the scheme itself (token requests, verify probes).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from sidecar import http1
 from sidecar.config import Config, UpstreamConfig
+from sidecar.proxy import client as http1
 from sidecar.schemes.base import SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp.test_utils import BaseTestServer
 from yarl import URL
 
-from sidecar.proxyserver import ProxyListener
+from sidecar.proxy.listener import ProxyListener
 from sidecar.runtime import Runtime
 
 

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
-from sidecar.intercept import interceptor_for
+from sidecar.proxy.intercept import interceptor_for
 
 routes = web.RouteTableDef()
 

@@ -20,10 +20,10 @@ from yarl import URL
 
 from sidecar import audit
 from sidecar.errors import SidecarError
+from sidecar.proxy.request import ProxyRequest
 from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import first_match
 from sidecar.proxykeys.signing import SIGNATURE, TIMESTAMP, ReplayGuard, check_timestamp, verify
-from sidecar.proxyrequest import ProxyRequest
 from sidecar.store import now_iso
 
 if TYPE_CHECKING:

@@ -82,7 +82,7 @@ class UpstreamResponse:
 
 class ResponseHead(Protocol):
     """What a flow is sent back: :class:`UpstreamResponse`, or the proxy's own response object
-    (``sidecar.http1.Response``, whose headers are decoded only if a scheme reads them)."""
+    (``sidecar.proxy.client.Response``, whose headers are decoded only if a scheme reads them)."""
 
     @property
     def status(self) -> int: ...

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from sidecar import config
 from sidecar.app import build_admin_app
-from sidecar.proxyserver import ProxyListener
+from sidecar.proxy.listener import ProxyListener
 from sidecar.runtime import Runtime
 from tests.integration.conftest import config_dict
 from tests.proxyserver import serve_proxy

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from yarl import URL
 
 from sidecar.errors import SidecarError
-from sidecar.handlers.proxy import forward_headers
+from sidecar.proxy.pipeline import forward_headers
 from tests.hostile.live import GOOD_KEY, LiveSidecar
 
 CONTROLS = [chr(c) for c in range(0x20) if c != 0x09] + ["\x7f"]  # TAB is allowed (RFC 9110)

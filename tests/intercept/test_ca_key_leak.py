@@ -22,8 +22,8 @@ import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from sidecar.intercept import interceptor_for
 from sidecar.logging import configure
+from sidecar.proxy.intercept import interceptor_for
 from tests.intercept.conftest import PYTHON, Intercepting, clean_env, run
 from tests.intercept.test_intasend_sdk import SDK
 

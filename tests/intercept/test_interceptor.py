@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from typing import cast
 
 from sidecar.config import InterceptConfig
-from sidecar.intercept import Interceptor
+from sidecar.proxy.intercept import Interceptor
 from sidecar.runtime import Runtime
 
 HOST = "sandbox.intasend.com"

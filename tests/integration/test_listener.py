@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from sidecar import proxyserver
+from sidecar.proxy import listener as proxyserver
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, api_key_upstream
 
 KEY = "SECR_listener_key_1"

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from yarl import URL
 
-from sidecar.http1 import Pool, Response, UpstreamConnectionError, UpstreamTimeout
+from sidecar.proxy.client import Pool, Response, UpstreamConnectionError, UpstreamTimeout
 
 MiB = 1024 * 1024
 BIG = os.urandom(5 * MiB)

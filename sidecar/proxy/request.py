@@ -1,7 +1,7 @@
 """What the proxy pipeline reads from an incoming request, whichever engine parsed it.
 
-Two engines feed the pipeline in ``handlers/proxy.py``: the listener's own HTTP/1.1 server
-(``sidecar.proxyserver.Incoming``, every plain proxied request) and aiohttp's ``web.Request``
+Two engines feed the pipeline in ``proxy/pipeline.py``: the listener's own HTTP/1.1 server
+(``sidecar.proxy.listener.Incoming``, every plain proxied request) and aiohttp's ``web.Request``
 (requests decrypted by HTTPS interception). Both satisfy this protocol structurally.
 """
 

@@ -19,12 +19,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from sidecar import audit, http1, intercept
+from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
+from sidecar.proxy import client as http1
+from sidecar.proxy import intercept
+from sidecar.proxy.request import ProxyRequest as Incoming
 from sidecar.proxykeys.guard import admit
-from sidecar.proxyrequest import ProxyRequest as Incoming
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest
 from sidecar.upstreams import Upstream
@@ -144,7 +146,7 @@ async def forward(
     """Everything between the app's request and the upstream's answer head, engine-neutral.
 
     ``request`` is an aiohttp ``web.Request`` (intercepted connections) or the listener's own
-    :class:`sidecar.proxyserver.Incoming`; both offer what is read here. Returns the upstream,
+    :class:`sidecar.proxy.listener.Incoming`; both offer what is read here. Returns the upstream,
     its answer (body unread) and when the send started, for the latency metric.
     """
     upstream, raw_path, raw_query = router(rt, request)

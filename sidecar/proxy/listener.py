@@ -1,4 +1,4 @@
-"""The proxy listener: a lean HTTP/1.1 server in front of the pipeline in ``handlers/proxy.py``.
+"""The proxy listener: a lean HTTP/1.1 server in front of the pipeline in ``proxy/pipeline.py``.
 
 Why not ``aiohttp.web`` here: every proxied request paid for aiohttp's request and response
 objects, its router and middleware chain, and the payload writer; with the aiohttp client that
@@ -30,10 +30,11 @@ import httptools
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sidecar import audit, http1
+from sidecar import audit
 from sidecar.errors import SidecarError
-from sidecar.handlers import proxy
 from sidecar.logging import get_logger
+from sidecar.proxy import client as http1
+from sidecar.proxy import pipeline as proxy
 from sidecar.runtime import Runtime
 
 log = get_logger("sidecar.proxy")
@@ -181,7 +182,7 @@ class Body:
 
 
 class Incoming:
-    """One parsed request; satisfies :class:`sidecar.proxyrequest.ProxyRequest`."""
+    """One parsed request; satisfies :class:`sidecar.proxy.request.ProxyRequest`."""
 
     __slots__ = (
         "_state",
