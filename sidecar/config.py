@@ -58,6 +58,22 @@ class VaultConfig(_Model):
     timeout: float = Field(5.0, gt=0, description="seconds per Vault request")
     ca_bundle: Path | None = None
     renew_fraction: float = Field(0.66, gt=0, lt=1, description="renew at this share of TTL")
+    login_retry: float = Field(
+        300.0,
+        gt=0,
+        description="seconds (jittered 50-100 %) before a refused login is retried with the "
+        "same credential; a changed credential file is tried at once (OpenBao locks a role_id "
+        "out after 5 failed logins)",
+    )
+    backoff_max: float = Field(
+        2.0, gt=0, le=5, description="longest full-jitter wait while Vault is unreachable"
+    )
+    check_interval: float = Field(
+        30.0, gt=0, description="seconds between token checks (lookup-self) for readiness"
+    )
+    source_poll: float = Field(
+        1.0, gt=0, description="seconds between looks at token_file/secret_id_file/jwt_path"
+    )
 
     @field_validator("address")
     @classmethod
