@@ -8,8 +8,8 @@ thousand concurrent requests or 401s make one token request.
 Refresh happens in the background once ``refresh_at`` (default half) of the lifetime has passed,
 while requests keep using the current token: an IdP outage is tolerated for the rest of the
 token's life (Envoy's injector sent expired tokens instead, envoyproxy/envoy#44674). A token is
-sent until ``expiry_margin`` (at most a tenth of its life) before it expires, whatever the
-refresh's fate. Only with no usable token does a request wait for a fetch.
+sent until ``expiry_margin`` (at most a tenth of its life) before it expires, and while
+refreshes fail, to its very end: there is no better token to send. Only with no usable token does a request wait for a fetch.
 
 A failing token endpoint is SC4008 without its body (a body may echo the secret) and starts an
 exponential backoff per credential with jitter (50-100 % of the step, so replicas spread out):
@@ -119,7 +119,8 @@ class _Slot:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     token: str | None = None
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # stop sending here (the margin before the end) ...
+    valid_until: float = 0.0  # ... unless refreshes are failing: then up to the very end
     refresh_at: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
@@ -202,7 +203,9 @@ class OAuth2ClientCredentials(SchemeBase):
                 await self._refresh(slot, cred)
 
     def _live(self, slot: _Slot) -> str | None:
-        return slot.token if slot.token and self.clock() < slot.expires_at else None
+        """The token while usable; the margin is waived while the endpoint fails (no better one)."""
+        end = slot.valid_until if slot.failures else slot.expires_at
+        return slot.token if slot.token and self.clock() < end else None
 
     async def _refresh(self, slot: _Slot, cred: Credential) -> str:
         wait = slot.retry_at - self.clock()
@@ -221,6 +224,7 @@ class OAuth2ClientCredentials(SchemeBase):
         slot.failures, slot.retry_at = 0, 0.0
         margin = min(self.options.expiry_margin, lifetime / 10)
         slot.token, slot.expires_at = token, now + lifetime - margin
+        slot.valid_until = now + lifetime
         slot.refresh_at = now + lifetime * self.options.refresh_at
         return token
 
