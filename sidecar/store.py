@@ -149,9 +149,8 @@ class CredentialStore:
 
     # -- the admin's side ------------------------------------------------------------------
 
-    async def read(self, name: str, active: bool = False) -> tuple[dict[str, Any], int]:
-        """The record and version; ``active`` when a check-and-set write follows (see kv_read)."""
-        found = await self.vault.kv_read(f"{FOLDER}/{name}", active=active)
+    async def read(self, name: str) -> tuple[dict[str, Any], int]:
+        found = await self.vault.kv_read(f"{FOLDER}/{name}")
         if found is None:
             raise SidecarError("SC2001", f"Credential {name!r} not found")
         return found
@@ -172,7 +171,7 @@ class CredentialStore:
         """Create or replace; returns (public view, created). Verify *before* calling this."""
         spec = self._specs(upstream)
         public, secret = spec.check(fields)
-        current = await self.vault.kv_read(f"{FOLDER}/{name}", active=True)
+        current = await self.vault.kv_read(f"{FOLDER}/{name}")
         version = current[1] if current else 0
         if if_match is not None and if_match != version:
             raise SidecarError("SC2003")
@@ -221,7 +220,7 @@ class CredentialStore:
         self, name: str, changes: Mapping[str, Any], if_match: int | None = None
     ) -> dict[str, Any]:
         """Change non-secret metadata (enabled, public fields, provider_data) with CAS."""
-        record, version = await self.read(name, active=True)
+        record, version = await self.read(name)
         if if_match is not None and if_match != version:
             raise SidecarError("SC2003")
         record = dict(record)

@@ -58,10 +58,23 @@ class Vault:
         self._client.adapter.session.hooks["response"].append(self._remember_index)
 
     def _remember_index(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
-        """Keep the storage index a write left (OpenBao's X-Vault-Index), for read-your-writes."""
+        """Read-your-writes: every later request carries the index of this sidecar's last write.
+
+        OpenBao standbys serve reads (and transit) from their own, possibly lagging, copy: a
+        version read there and written check-and-set on the leader is a spurious 409, a
+        transit key just created is "not found". With ``X-Vault-Index`` (from the last
+        write's answer; hvac's JSON adapter drops response headers, so a ``requests``
+        response hook takes it) and ``X-Vault-Inconsistent: forward-active-node``, a standby
+        that has not applied that write forwards the request to the active node, and serves
+        it itself once caught up. Other replicas' writes carry no index here: point
+        ``vault.address`` at the active node (the ``vault-active`` Service) for those.
+        """
         index = response.headers.get("X-Vault-Index")
         if index and response.request.method not in ("GET", "HEAD", "LIST"):
             self.write_index = index
+            self._client.adapter.session.headers.update(
+                {"X-Vault-Index": index, "X-Vault-Inconsistent": "forward-active-node"}
+            )
 
     @property
     def authenticated(self) -> bool:
@@ -137,34 +150,17 @@ class Vault:
     def _path(self, name: str) -> str:
         return f"{self.cfg.prefix.strip('/')}/{name}"
 
-    async def kv_read(
-        self, name: str, active: bool = False
-    ) -> tuple[dict[str, Any], int] | None:
-        """The record and its version; ``active`` reads on the active node (before a CAS write).
-
-        OpenBao standbys answer reads from their own, possibly lagging, copy; a version read
-        there and then written check-and-set on the leader is a spurious 409. Sent with the
-        ``X-Vault-Index`` of this sidecar's last write and ``X-Vault-Inconsistent:
-        forward-active-node``, a standby that has not applied that write forwards the read to
-        the active node (it serves it itself once caught up). Writes by other replicas are not
-        covered by the index: point ``vault.address`` at the active node (``vault-active``).
-        """
-        url = f"/v1/{self.cfg.kv_mount}/data/{self._path(name)}"
-        headers = {"X-Vault-Inconsistent": "forward-active-node"} if active else {}
-        if active and self.write_index:
-            headers["X-Vault-Index"] = self.write_index
+    async def kv_read(self, name: str) -> tuple[dict[str, Any], int] | None:
         resp = await self._call_or_missing(
             f"read {self.cfg.kv_mount}/data/{self._path(name)}",
-            self._client.adapter.get,
-            url,
-            headers=headers,
+            self._client.secrets.kv.v2.read_secret_version,
+            path=self._path(name),
+            mount_point=self.cfg.kv_mount,
+            raise_on_deleted_version=True,
         )
-        if not isinstance(resp, dict) or not resp.get("data"):
+        if resp is None:
             return None
-        meta = resp["data"]["metadata"]
-        if meta.get("deletion_time") or meta.get("destroyed"):
-            return None
-        return resp["data"]["data"], int(meta["version"])
+        return resp["data"]["data"], int(resp["data"]["metadata"]["version"])
 
     async def kv_write(self, name: str, data: dict[str, Any], cas: int) -> int:
         """Write with check-and-set: ``cas=0`` creates only; a mismatch raises SC2002."""

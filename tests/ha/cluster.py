@@ -68,13 +68,13 @@ class Node:
 
     def start(self, peers: list[Node]) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        log = (self.root / f"{self.name}.log").open("ab")
-        self.process = subprocess.Popen(
-            [bao_binary(), "server", f"-config={self.write_config(peers)}"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        with (self.root / f"{self.name}.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [bao_binary(), "server", f"-config={self.write_config(peers)}"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
 
     def health(self) -> str:
         """``active``, ``standby``, ``sealed``, ``uninitialized`` or ``down``."""
