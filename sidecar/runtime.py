@@ -57,7 +57,7 @@ class Runtime:
         return None if last is None else time.monotonic() - last
 
     def readiness(self) -> dict[str, bool]:
-        """"Can serve": config loaded, cache warm and within max_stale, Vault session valid."""
+        """ "Can serve": config loaded, cache warm and within max_stale, Vault session valid."""
         age = self.cache_age()
         return {
             "config_loaded": True,
@@ -168,7 +168,7 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 loaded = await self._load()
-            except Exception as exc:  # noqa: BLE001 - a bug or an outage: report, retry
+            except Exception as exc:
                 self.report("bootstrap", exc)
                 attempt += 1
                 wait = full_jitter(attempt, self.config.vault.backoff_max)
@@ -198,7 +198,7 @@ class Runtime:
                 return
             try:
                 changed = await self.store.sync() + await self.keys.sync()
-            except Exception as exc:  # noqa: BLE001 - serve stale, report, try again
+            except Exception as exc:
                 self.report("cache-sync", exc)
                 continue
             self.recovered("cache-sync")

@@ -9,7 +9,8 @@ Refresh happens in the background once ``refresh_at`` (default half) of the life
 while requests keep using the current token: an IdP outage is tolerated for the rest of the
 token's life (Envoy's injector sent expired tokens instead, envoyproxy/envoy#44674). A token is
 sent until ``expiry_margin`` (at most a tenth of its life) before it expires, and while
-refreshes fail, to its very end: there is no better token to send. Only with no usable token does a request wait for a fetch.
+refreshes fail, to its very end: there is no better token to send. Only with no usable token
+does a request wait for a fetch.
 
 A failing token endpoint is SC4008 without its body (a body may echo the secret) and starts an
 exponential backoff per credential with jitter (50-100 % of the step, so replicas spread out):

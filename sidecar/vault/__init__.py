@@ -1,4 +1,4 @@
-"""Vault access: the token's one owner (:mod:`.session`) and the KV/transit facade (:mod:`.client`)."""
+"""Vault access: the token's owner (:mod:`.session`) and the KV/transit facade (:mod:`.client`)."""
 
 from __future__ import annotations
 

@@ -135,12 +135,14 @@ class Vault:
         """Readiness: is the current token still accepted?"""
         return await self.session.check()
 
-    async def maintain(self, stop: asyncio.Event, report: Callable[[str, BaseException], None]) -> None:
+    async def maintain(
+        self, stop: asyncio.Event, report: Callable[[str, BaseException], None]
+    ) -> None:
         """Background: whatever the session has due (login, renewal, check); survives anything."""
         while not stop.is_set():
             try:
                 await self.session.tick()
-            except Exception as exc:  # noqa: BLE001 - the loop must outlive any bug or outage
+            except Exception as exc:
                 report("vault-session", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.05, self.session.next_due()))

@@ -243,7 +243,10 @@ class Session:
         self.renewals += 1
         self._ok(ttl)
         self.renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
-        if ttl < self._login_ttl * (1 - self.cfg.renew_fraction) and self.cfg.auth.method != "token":
+        if (
+            ttl < self._login_ttl * (1 - self.cfg.renew_fraction)
+            and self.cfg.auth.method != "token"
+        ):
             log.info("vault_token_near_max_ttl", ttl=ttl)
             try:
                 await self.login(force=True)
@@ -285,7 +288,9 @@ class Session:
             "method": self.cfg.auth.method,
             "valid": self.usable(),
             "token_ttl": None if ttl is None else round(ttl, 1),
-            "last_ok_age": None if self.last_ok is None else round(time.monotonic() - self.last_ok, 1),
+            "last_ok_age": None
+            if self.last_ok is None
+            else round(time.monotonic() - self.last_ok, 1),
             "last_error": self.last_error,
             "logins": self.logins,
             "failed_logins": self.failed_logins,

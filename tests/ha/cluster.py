@@ -60,10 +60,14 @@ class Node:
         data = self.root / self.name
         data.mkdir(parents=True, exist_ok=True)
         joins = "\n".join(
-            f'  retry_join {{\n    leader_api_addr = "{p.addr}"\n  }}' for p in peers if p is not self
+            f'  retry_join {{\n    leader_api_addr = "{p.addr}"\n  }}'
+            for p in peers
+            if p is not self
         )
         path = self.root / f"{self.name}.hcl"
-        path.write_text(HCL.format(data=data, name=self.name, joins=joins, port=self.port, cport=self.cport))
+        path.write_text(
+            HCL.format(data=data, name=self.name, joins=joins, port=self.port, cport=self.cport)
+        )
         return path
 
     def start(self, peers: list[Node]) -> None:
@@ -139,10 +143,16 @@ class Cluster:
         return len(servers) == 3 and all(s["voter"] for s in servers)
 
     def _kv_ready(self) -> bool:
-        """A write on the leader and a read on every node work (standbys upgrade late)."""
+        """A write on the leader and reads on every node work (standbys upgrade late).
+
+        The sidecar's transit key is made here too, so a test measures replaces, not the
+        first encrypt on a standby that has not yet seen a key created a moment ago.
+        """
         try:
             self.client().secrets.kv.v2.create_or_update_secret(path="probe", secret={"ok": "1"})
+            self.client().secrets.transit.create_key(name="sidecar", key_type="aes256-gcm96")
             for node in self.nodes:
+                self.client(node).secrets.transit.read_key(name="sidecar")
                 self.client(node).secrets.kv.v2.read_secret_version(
                     path="probe", raise_on_deleted_version=True
                 )
@@ -176,7 +186,11 @@ class Cluster:
     def wait_leader(self, timeout: float = 30) -> float:
         """Seconds until a live node reports active (OpenBao's own election time)."""
         started = time.monotonic()
-        _wait(lambda: any(n.process and n.health() == "active" for n in self.nodes), timeout, "no leader")
+        _wait(
+            lambda: any(n.process and n.health() == "active" for n in self.nodes),
+            timeout,
+            "no leader",
+        )
         return time.monotonic() - started
 
     def restart(self, node: Node) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.ha.cluster import Cluster
-from tests.integration.conftest import make_sidecar  # noqa: F401 - the fixture, reused
+from tests.integration.conftest import make_sidecar
 
 __all__ = ["make_sidecar"]
 

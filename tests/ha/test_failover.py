@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from sidecar import config
+from sidecar.sandbox.openbao import unique_prefix
 from tests.ha.cluster import Cluster, Front
 from tests.integration.conftest import MakeSidecar, Sidecar, api_key_upstream, config_dict, key_peer
-from sidecar.sandbox.openbao import unique_prefix
 
 KEY = "k-ha-5e6f"
 

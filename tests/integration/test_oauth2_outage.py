@@ -65,12 +65,12 @@ async def test_idp_outage_keeps_valid_tokens_and_recovers_fast(
         await asyncio.sleep(0.02)
     recovered = time.monotonic() - back
 
-    state.hang = True  # a hung IdP: once the token is gone, requests fail at token_timeout
+    state.hang(True)  # a hung IdP: once the token is gone, requests fail at token_timeout
     await asyncio.sleep(LIFETIME + 0.5)
     started = time.monotonic()
     hung = await sc.proxy.get("/paynet/v1/bank-list")
     hung_for = time.monotonic() - started
-    state.hang = False
+    state.hang(False)
     print(
         f"oauth2 {LIFETIME}s tokens, {OUTAGE:.0f}s outage: warm {warm[0]} sent/{warm[1]} failed; "
         f"outage {outage[0]} sent, {outage[1]} failed, {outage[2]} failed while a valid token "

@@ -36,7 +36,11 @@ def make_approle(openbao: OpenBao, **role: Any) -> tuple[str, str, str]:
 
 
 def new_secret_id(openbao: OpenBao, mount: str, **params: Any) -> str:
-    return str(openbao.client().write(f"auth/{mount}/role/sidecar/secret-id", **params)["data"]["secret_id"])
+    return str(
+        openbao.client().write(f"auth/{mount}/role/sidecar/secret-id", **params)["data"][
+            "secret_id"
+        ]
+    )
 
 
 def child_token(openbao: OpenBao, **params: Any) -> str:
@@ -49,7 +53,9 @@ def child_token(openbao: OpenBao, **params: Any) -> str:
 def bao_revoke(openbao: OpenBao, token: str) -> None:
     """`bao token revoke`, as an operator would."""
     env = {"BAO_ADDR": openbao.addr, "BAO_TOKEN": ROOT_TOKEN, "PATH": "/usr/bin:/bin"}
-    subprocess.run([bao_binary(), "token", "revoke", token], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [bao_binary(), "token", "revoke", token], env=env, check=True, capture_output=True
+    )
 
 
 def sidecar_config(addr: str, prefix: str, auth: dict[str, Any], **vault: Any) -> config.Config:
@@ -205,7 +211,12 @@ async def test_missing_secret_id_file_is_retried_until_it_appears(
     """Problem 4a: no secret_id_file at start: not ready, SC3004 in /v1/status, ready once it appears."""
     mount, role_id, secret_id = make_approle(openbao, token_ttl="1h")
     secret_file = tmp_path / "secret_id"
-    auth = {"method": "approle", "role_id": role_id, "secret_id_file": str(secret_file), "mount": mount}
+    auth = {
+        "method": "approle",
+        "role_id": role_id,
+        "secret_id_file": str(secret_file),
+        "mount": mount,
+    }
     sidecar = await make_sidecar(sidecar_config(openbao.addr, prefix, auth), wait=False)
     await asyncio.sleep(1.5)
     assert (await sidecar.admin.get("/readyz")).status == 503
@@ -237,4 +248,3 @@ async def test_sync_loop_survives_a_broken_record(
     print(f"sync loop after a broken record: alive={not sync.done()}, last sync {age:.2f}s ago")
     assert not sync.done() and age < 1
     assert 'sidecar_background_errors_total{error="KeyError",loop="cache-sync"}' in metrics
-
