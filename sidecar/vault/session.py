@@ -34,6 +34,7 @@ from sidecar.logging import get_logger
 log = get_logger("sidecar.vault")
 Runner = Callable[..., Awaitable[Any]]
 _UNREACHABLE = (requests.ConnectionError, requests.Timeout, hv.VaultDown, hv.BadGateway)
+_TRANSIENT = (hv.InternalServerError, hv.RateLimitExceeded, hv.UnexpectedError)
 
 
 def unreachable(exc: BaseException) -> bool:
@@ -194,7 +195,7 @@ class Session:
         try:
             return await self._run(fn, **kwargs)
         except (hv.VaultError, requests.RequestException) as exc:
-            if unreachable(exc):
+            if unreachable(exc) or isinstance(exc, _TRANSIENT):  # not a refusal: no lockout
                 raise VaultUnavailable(f"Vault is unavailable ({what})") from None
             token = self.cfg.auth.method == "token" or "login" not in what
             code = "SC3005" if token else "SC3007"
