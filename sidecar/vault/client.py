@@ -226,13 +226,19 @@ class Vault:
             return
         if not self.cfg.create_transit_key:
             raise SidecarError("SC3002", f"transit key {mount}/keys/{key} is missing or unreadable")
-        await self._call(
-            f"create {mount}/keys/{key} (needs 'update' on {mount}/keys/{key})",
-            self._client.secrets.transit.create_key,
-            name=key,
-            key_type="aes256-gcm96",
-            mount_point=mount,
-        )
+        what = f"create {mount}/keys/{key} (needs 'update' on {mount}/keys/{key})"
+        try:
+            await self._call(
+                what,
+                self._client.secrets.transit.create_key,
+                name=key,
+                key_type="aes256-gcm96",
+                mount_point=mount,
+            )
+        except SidecarError as exc:
+            if exc.code != "SC3006":
+                raise
+            raise SidecarError("SC3002", f"Vault denied {what}") from None
         log.info("transit_key_created", mount=mount, key=key)
 
     async def _transit_batch(
