@@ -2,14 +2,14 @@
 
 Why one object: OpenBao locks a role_id out after 5 failed logins (per role_id, across every
 replica sharing it), so a re-login must never be a reflex of whichever call saw a 403. Here a
-refused login waits ``vault.login_retry`` seconds (minutes; jittered) before the same credential
-is tried again, unless the credential's file (``token_file``, ``secret_id_file``, the
-Kubernetes JWT) changed: a fresh credential is tried at once. Those files are re-read before
-every login, so rotation needs no restart. An unreachable Vault is not a refused login (it
-cannot count towards a lockout) and is retried with full-jitter back-off capped at
-``vault.backoff_max``. ``valid`` is the verdict of the last *successful* login, check or
-renewal, kept until the token's TTL runs out: a failed renewal inside a failover does not
-turn the sidecar unready while the token still works.
+refused login waits ``vault.login_retry`` seconds (15 min by default, plus up to half again as
+jitter) before the same credential is tried again, unless the credential's file
+(``token_file``, ``secret_id_file``, the Kubernetes JWT) changed: a fresh credential is tried
+at once. Those files are re-read before every login, so rotation needs no restart. An
+unreachable Vault is not a refused login (it cannot count towards a lockout) and is retried
+with full-jitter back-off capped at ``vault.backoff_max``. ``valid`` is the verdict of the last
+*successful* login, check or renewal, kept until the token's TTL runs out: a failed renewal
+inside a failover does not turn the sidecar unready while the token still works.
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class Session:
             wait = 1.0
         else:
             self.failed_logins += 1
-            wait = random.uniform(0.5, 1.0) * self.cfg.login_retry
+            wait = random.uniform(1.0, 1.5) * self.cfg.login_retry
         self._next_login = time.monotonic() + wait
         log.warning("vault_login_failed", code=exc.code, retry_in=round(wait, 1))
 
