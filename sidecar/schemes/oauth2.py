@@ -75,7 +75,12 @@ class OAuth2Options(SchemeOptions):
         300, gt=0, description="token lifetime in seconds when the server omits expires_in"
     )
     backoff_initial: float = Field(1.0, gt=0, description="first backoff after a failure (s)")
-    backoff_max: float = Field(30.0, gt=0, description="longest backoff after failures (s)")
+    backoff_max: float = Field(
+        2.0,
+        gt=0,
+        description="longest backoff after failures (s); short, so a token follows the IdP's "
+        "return within ~2 s: single flight already makes it one request per credential",
+    )
 
     @field_validator("token_url")
     @classmethod

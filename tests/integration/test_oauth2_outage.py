@@ -1,12 +1,14 @@
 """OAuth2 through an IdP outage (issue 14, problem 6), scaled: 4 s tokens, a 12 s outage.
 
 The issue's figure is 10 s tokens and a 60 s outage; both are scaled down to keep the suite
-short (and the back-off cap with them: 1.5 s). Times are printed, counts asserted.
+short (back-off at its defaults: 1 s, doubling, capped at 2 s). ``SIDECAR_OAUTH2_LIFETIME=10
+SIDECAR_OAUTH2_OUTAGE=60`` runs the full-size case. Times are printed, counts asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import Any
 
@@ -15,7 +17,8 @@ from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
 
 CLIENT = ("paynet-client-1", "paynet-secret-5a6b7c")
-LIFETIME, OUTAGE = 4, 12.0
+LIFETIME = int(os.environ.get("SIDECAR_OAUTH2_LIFETIME", "4"))
+OUTAGE = float(os.environ.get("SIDECAR_OAUTH2_OUTAGE", "12"))
 
 
 def valid_token_exists(state: OAuth2State) -> bool:
@@ -49,8 +52,6 @@ async def test_idp_outage_keeps_valid_tokens_and_recovers_fast(
         "credential": "paynet",
         "environment": "sandbox",
         "token_url": "/v1/picasso-guard/auth/token",
-        "backoff_initial": 0.5,
-        "backoff_max": 1.5,
         "token_timeout": 1,
     }
     sc = await make_sidecar(make_config({"paynet": upstream}))
