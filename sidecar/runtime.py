@@ -168,7 +168,7 @@ class Runtime:
         while not self._stop.is_set():
             try:
                 loaded = await self._load()
-            except Exception as exc:
+            except Exception as exc:  # any bug or outage: report it and try again, never die
                 self.report("bootstrap", exc)
                 attempt += 1
                 wait = full_jitter(attempt, self.config.vault.backoff_max)
@@ -198,7 +198,7 @@ class Runtime:
                 return
             try:
                 changed = await self.store.sync() + await self.keys.sync()
-            except Exception as exc:
+            except Exception as exc:  # serve the cache (up to max_stale), report, try again
                 self.report("cache-sync", exc)
                 continue
             self.recovered("cache-sync")

@@ -88,6 +88,8 @@ class Vault:
         call = functools.partial(fn, *args, **kwargs)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except hv.InvalidPath:
+            raise  # a 404 is an answer (nothing there), not an error
         except Exception:
             self.errors += 1
             raise
@@ -142,7 +144,7 @@ class Vault:
         while not stop.is_set():
             try:
                 await self.session.tick()
-            except Exception as exc:
+            except Exception as exc:  # an outage or a bug: report, the loop must go on
                 report("vault-session", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=max(0.05, self.session.next_due()))
