@@ -3,9 +3,8 @@
 The cluster is real: raft storage, ``retry_join``, one unseal key (``-key-shares=1
 -key-threshold=1``), ``performance_multiplier = 1`` (production election timing), each node
 its own `bao server` process, so a node can be SIGKILLed. The :class:`Front` stands in for the
-Kubernetes Services in front of the pods: ``active`` forwards each new connection to the node
-whose ``/v1/sys/health`` says active (what the ``vault-active`` Service selects), ``node``
-always to one fixed node.
+Kubernetes ``vault-active`` Service: it forwards each new connection to the node whose
+``/v1/sys/health`` says active (polled every 100 ms, like endpoint updates).
 """
 
 from __future__ import annotations
@@ -219,11 +218,11 @@ def _wait(check: object, timeout: float, what: str) -> None:
 
 
 class Front:
-    """A loopback TCP front: each connection goes to ``pick()``'s node, bytes copied both ways."""
+    """A loopback TCP front: each connection goes to the active node, bytes copied both ways."""
 
-    def __init__(self, cluster: Cluster, mode: str = "active", node: Node | None = None) -> None:
-        self.cluster, self.mode, self.node = cluster, mode, node
-        self.target: Node | None = node
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.target: Node | None = None
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -234,20 +233,22 @@ class Front:
 
     async def start(self) -> Front:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        if self.mode == "active":
-            self._watch = asyncio.create_task(self._follow())
+        await self._poll()
+        self._watch = asyncio.create_task(self._follow())
         return self
 
     async def _follow(self) -> None:
         """Like the Service's endpoints: the node reporting active, polled every 100 ms."""
         while True:
-            for node in self.cluster.nodes:
-                if node.process is not None and await asyncio.to_thread(node.health) == "active":
-                    self.target = node
-                    break
-            else:
-                self.target = None
+            await self._poll()
             await asyncio.sleep(0.1)
+
+    async def _poll(self) -> None:
+        for node in self.cluster.nodes:
+            if node.process is not None and await asyncio.to_thread(node.health) == "active":
+                self.target = node
+                return
+        self.target = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         node = self.target

@@ -113,7 +113,7 @@ async def test_killed_node_is_the_one_the_sidecar_points_at(
     cluster: Cluster, aiohttp_server: Any, make_sidecar: MakeSidecar
 ) -> None:
     """Through `vault-active` (the leader), SIGKILL that node: 0 proxied fail, writes return."""
-    front = await Front(cluster, mode="active").start()
+    front = await Front(cluster).start()
     try:
         sidecar = await ha_sidecar(cluster, front.addr, aiohttp_server, make_sidecar)
         sent, failed, election, recovery, writes = await under_load(cluster, sidecar)
