@@ -151,12 +151,19 @@ def paths() -> dict[str, Any]:
         "/readyz": {
             "get": operation(
                 "readyz",
-                "Readiness: config loaded, Vault authenticated, cache filled",
+                "Readiness: config loaded, cache warm and fresh, Vault session valid",
                 {
                     **ok(200, "Ready", ref("schemas", "Readiness")),
                     **ok(503, "Not ready yet", ref("schemas", "Readiness")),
                 },
                 public=True,
+            )
+        },
+        "/v1/status": {
+            "get": operation(
+                "status",
+                "Why the sidecar is (not) ready: token TTL, cache age, last error code per loop",
+                {**ok(200, "Status", ref("schemas", "Status")), **error_responses(AUTH)},
             )
         },
         "/metrics": {
@@ -481,6 +488,18 @@ def schemas() -> dict[str, Any]:
                     "additionalProperties": {"type": "boolean"},
                     "required": ["config_loaded", "vault_authenticated", "cache_loaded"],
                 },
+            },
+        },
+        "Status": {
+            "type": "object",
+            "required": ["ready", "checks", "vault", "cache", "last_errors", "errors"],
+            "properties": {
+                "ready": {"type": "boolean"},
+                "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+                "vault": {"type": "object", "description": "the Vault session, no secret"},
+                "cache": {"type": "object", "description": "age (s), max_stale, credentials"},
+                "last_errors": {"type": "object", "additionalProperties": {"type": "string"}},
+                "errors": {"type": "object", "additionalProperties": {"type": "integer"}},
             },
         },
     }

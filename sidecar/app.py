@@ -37,6 +37,7 @@ def build_admin_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application
     app = web.Application(middlewares=middlewares, client_max_size=rt.config.admin.max_body)
     app[RUNTIME] = rt
     app.add_routes(health.routes)
+    app.add_routes(health.status_routes)
     app.add_routes(credentials.routes)
     app.add_routes(keys.routes)
     app.add_routes(ca.routes)

@@ -58,6 +58,23 @@ class VaultConfig(_Model):
     timeout: float = Field(5.0, gt=0, description="seconds per Vault request")
     ca_bundle: Path | None = None
     renew_fraction: float = Field(0.66, gt=0, lt=1, description="renew at this share of TTL")
+    login_retry: float = Field(
+        900.0,
+        gt=0,
+        description="seconds (jittered up to +50 %) before a refused login is retried with the "
+        "same credential; a changed credential file is tried at once. Keep it >= OpenBao's "
+        "lockout_counter_reset (15 min): each replica then adds at most one failed login per "
+        "window to the 5 that lock a role_id out",
+    )
+    backoff_max: float = Field(
+        2.0, gt=0, le=5, description="longest full-jitter wait while Vault is unreachable"
+    )
+    check_interval: float = Field(
+        30.0, gt=0, description="seconds between token checks (lookup-self) for readiness"
+    )
+    source_poll: float = Field(
+        1.0, gt=0, description="seconds between looks at token_file/secret_id_file/jwt_path"
+    )
 
     @field_validator("address")
     @classmethod

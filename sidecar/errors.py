@@ -51,6 +51,9 @@ CODES: dict[str, Code] = {
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
         Code("SC3003", 502, "Vault returned an unexpected error"),
         Code("SC3004", 503, "Not authenticated to Vault"),
+        Code("SC3005", 503, "Vault token is invalid or revoked; the sidecar is logging in again"),
+        Code("SC3006", 503, "Vault policy denies an operation the sidecar needs"),
+        Code("SC3007", 503, "Vault login was refused; waiting before the next attempt"),
         # SC4xxx: the proxy
         Code("SC4001", 403, "Destination is not a configured upstream"),
         Code("SC4002", 503, "No credential stored for this upstream"),
@@ -69,6 +72,7 @@ CODES: dict[str, Code] = {
             "Cached credential is older than cache.max_stale and Vault is unreachable",
         ),
         Code("SC4013", 431, "Request head too large (over 64 KiB or 128 headers)"),
+        Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

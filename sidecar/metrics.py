@@ -141,6 +141,12 @@ class _RuntimeCollector(Collector):
         )
         ready.add_metric([], 1.0 if rt.ready else 0.0)
         yield ready
+        loops = CounterMetricFamily(
+            "sidecar_background_errors", "Background loop failures", labels=["loop", "error"]
+        )
+        for (loop, kind), count in sorted(rt.loop_errors.items()):
+            loops.add_metric([loop, kind], count)
+        yield loops
         creds = GaugeMetricFamily("sidecar_cached_credentials", "Credentials held in memory")
         creds.add_metric([], float(rt.store.cached_count))
         yield creds

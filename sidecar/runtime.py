@@ -1,16 +1,20 @@
 """Everything the listeners share, with one owner for its lifecycle.
 
 Start-up never blocks on Vault: if Vault is down the sidecar still starts, answers
-``/readyz`` with 503, and a background task keeps trying (backoff with jitter) until it can log
-in, check the transit key and fill the cache.
+``/readyz`` with 503, and one background task (single flight: proxied requests never read Vault
+themselves, they get 503 SC4035 until it is done) keeps trying, full-jitter back-off capped at
+``vault.backoff_max``, until the session has a token and the cache is filled. Every background
+loop survives any exception: it is logged once per distinct error, counted
+(``loop_errors``, exported as a metric) and the loop goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
+from collections import Counter
+from typing import Any
 
 import aiohttp
 
@@ -22,6 +26,7 @@ from sidecar.proxykeys.store import KeyStore
 from sidecar.store import CredentialStore, FieldSpec
 from sidecar.upstreams import Upstream, build_upstreams
 from sidecar.vault import Vault
+from sidecar.vault.session import full_jitter
 
 log = get_logger("sidecar.runtime")
 
@@ -35,6 +40,8 @@ class Runtime:
         self.keys = KeyStore(self.vault)
         self.bootstrapped = False
         self.started_at = time.monotonic()
+        self.loop_errors: Counter[tuple[str, str]] = Counter()
+        self.last_errors: dict[str, str] = {}  # loop -> its last error kind
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.metrics = Metrics()
@@ -45,9 +52,52 @@ class Runtime:
         """Past this age the cache has missed a sync: serving from it is a stale serve."""
         return 2 * self.config.cache.refresh_interval + 2 * self.config.vault.timeout
 
+    def cache_age(self) -> float | None:
+        last = self.store.last_sync
+        return None if last is None else time.monotonic() - last
+
+    def readiness(self) -> dict[str, bool]:
+        """ "Can serve": config loaded, cache warm and within max_stale, Vault session valid."""
+        age = self.cache_age()
+        return {
+            "config_loaded": True,
+            "cache_loaded": self.bootstrapped,
+            "cache_fresh": age is not None and age <= self.config.cache.max_stale,
+            "vault_authenticated": self.vault.authenticated,
+        }
+
     @property
     def ready(self) -> bool:
-        return self.bootstrapped and self.vault.authenticated
+        return all(self.readiness().values())
+
+    def report(self, loop: str, exc: BaseException) -> None:
+        """A background loop's failure: counted always, logged once per distinct error."""
+        kind = exc.code if isinstance(exc, SidecarError) else type(exc).__name__
+        self.loop_errors[(loop, kind)] += 1
+        if self.last_errors.get(loop) != kind:
+            message = exc.message if isinstance(exc, SidecarError) else None
+            log.warning("background_error", loop=loop, error=kind, detail=message)
+        self.last_errors[loop] = kind
+
+    def recovered(self, loop: str) -> None:
+        if self.last_errors.pop(loop, None) is not None:
+            log.info("background_recovered", loop=loop)
+
+    def status(self) -> dict[str, Any]:
+        """What /v1/status shows: why the sidecar is (not) ready, without any secret."""
+        age = self.cache_age()
+        return {
+            "ready": self.ready,
+            "checks": self.readiness(),
+            "vault": self.vault.session.status(),
+            "cache": {
+                "age": None if age is None else round(age, 1),
+                "max_stale": self.config.cache.max_stale,
+                "credentials": self.store.cached_count,
+            },
+            "last_errors": dict(self.last_errors),
+            "errors": {f"{loop}:{kind}": n for (loop, kind), n in self.loop_errors.items()},
+        }
 
     def upstream(self, name: str) -> Upstream:
         if name not in self.upstreams:
@@ -109,26 +159,35 @@ class Runtime:
         for upstream in self.upstreams.values():
             upstream.open()
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="vault-bootstrap"))
+        self._tasks.append(
+            asyncio.create_task(self.vault.maintain(self._stop, self.report), name="vault-session")
+        )
 
     async def _bootstrap(self) -> None:
-        delay = 0.5
+        attempt = 0
         while not self._stop.is_set():
             try:
-                await self.vault.login()
-                await self.vault.ensure_transit_key()
-                loaded = await self.store.sync()
-                await self.keys.sync()
-            except SidecarError as exc:
-                log.warning("vault_bootstrap_retry", code=exc.code, error=exc.message)
+                loaded = await self._load()
+            except Exception as exc:  # any bug or outage: report it and try again, never die
+                self.report("bootstrap", exc)
+                attempt += 1
+                wait = full_jitter(attempt, self.config.vault.backoff_max)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 30.0)
+                    await asyncio.wait_for(self._stop.wait(), max(wait, 0.05))
                 continue
             self.bootstrapped = True
+            self.recovered("bootstrap")
             log.info("sidecar_ready", credentials=loaded, upstreams=len(self.upstreams))
-            self._tasks.append(asyncio.create_task(self.vault.maintain(self._stop), name="renew"))
             self._tasks.append(asyncio.create_task(self._sync_loop(), name="cache-sync"))
             return
+
+    async def _load(self) -> int:
+        """Log in (through the session's back-off), check the transit key, fill the cache."""
+        await self.vault.session.ensure()
+        await self.vault.ensure_transit_key()
+        loaded = await self.store.sync()
+        await self.keys.sync()
+        return loaded
 
     async def _sync_loop(self) -> None:
         interval = self.config.cache.refresh_interval
@@ -139,16 +198,12 @@ class Runtime:
                 return
             try:
                 changed = await self.store.sync() + await self.keys.sync()
-                if changed:
-                    log.info("cache_synced", changed=changed)
-            except SidecarError as exc:
-                age = time.monotonic() - (self.store.last_sync or self.started_at)
-                log.warning(
-                    "cache_sync_failed_serving_stale",
-                    code=exc.code,
-                    age_seconds=round(age, 1),
-                    max_stale=self.config.cache.max_stale,
-                )
+            except Exception as exc:  # serve the cache (up to max_stale), report, try again
+                self.report("cache-sync", exc)
+                continue
+            self.recovered("cache-sync")
+            if changed:
+                log.info("cache_synced", changed=changed)
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout

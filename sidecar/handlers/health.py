@@ -1,4 +1,11 @@
-"""Liveness and readiness: alive = the loop answers; ready = config loaded and Vault usable."""
+"""Liveness, readiness and status.
+
+alive = the loop answers; ready = "can serve": config loaded, the credential cache warm and
+younger than ``cache.max_stale``, and the Vault session valid by its last *successful* check or
+renewal (a renewal that failed while the token's TTL remains does not flip it). ``/v1/status``
+explains the verdict; it is its own route table, ``status_routes``, so it can be mounted on a
+local listener and never on the health-only one, which the cluster can reach.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ from sidecar.handlers.common import runtime
 from sidecar.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
+status_routes = web.RouteTableDef()
 
 
 @routes.get("/healthz")
@@ -17,12 +25,7 @@ async def healthz(_request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    rt = runtime(request)
-    checks = {
-        "config_loaded": True,
-        "vault_authenticated": rt.vault.authenticated,
-        "cache_loaded": rt.bootstrapped,
-    }
+    checks = runtime(request).readiness()
     ready = all(checks.values())
     return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
 
@@ -31,3 +34,9 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = runtime(request).metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@status_routes.get("/v1/status")
+async def status(request: web.Request) -> web.Response:
+    """Token TTL, last sync age, last error by code per loop: the why behind /readyz."""
+    return web.json_response(runtime(request).status())

@@ -117,8 +117,8 @@ def usable_credential(rt: Runtime, upstream: Upstream, cred: Credential | None) 
 
 
 async def _credential(rt: Runtime, upstream: Upstream) -> Credential | None:
-    if not rt.bootstrapped:
-        return await rt.store.get(upstream.cfg.credential)  # before the first sync only
+    if not rt.bootstrapped:  # fail fast: only the bootstrap task reads Vault (single flight)
+        raise SidecarError("SC4035")
     age = time.monotonic() - (rt.store.last_sync or 0.0)
     if age > rt.stale_after:
         rt.store.stale_serves += 1

@@ -17,6 +17,7 @@ Choices worth knowing:
   are ``{"error": "invalid_token"}``.
 * Expiry follows ``time.monotonic`` plus ``OAuth2State.skew``, so a test can call
   ``advance(seconds)`` instead of sleeping.
+* ``down`` (503) and ``hang()`` (no answer) switch the token endpoint off live, for outage tests.
 * ``accepted``/``rejected`` count resource requests; ``tokens_issued``/``token_failures`` count
   the token endpoint; ``injected_failures`` counts the deliberate 500s.
 """
@@ -74,6 +75,18 @@ class OAuth2State(PeerState):
     fail_token_requests: int = 0
     slow_ms: int = 0
     skew: float = 0.0
+    down: bool = False  # token endpoint answers 503 while set (an IdP outage)
+    answering: asyncio.Event = field(default_factory=asyncio.Event)  # cleared: a hung IdP
+
+    def __post_init__(self) -> None:
+        self.answering.set()
+
+    def hang(self, hung: bool) -> None:
+        """Hold every token request (no answer at all) until called with False."""
+        if hung:
+            self.answering.clear()
+        else:
+            self.answering.set()
 
     def now(self) -> float:
         return time.monotonic() + self.skew
@@ -193,6 +206,10 @@ async def token_endpoint(request: web.Request) -> web.Response:
         return web.json_response(
             {"error": "invalid_request"}, status=405, headers={"Allow": "POST"}
         )
+    await state.answering.wait()
+    if state.down:
+        state.injected_failures += 1
+        return web.json_response({"error": "temporarily_unavailable"}, status=503)
     if state.fail_token_requests > 0:
         state.fail_token_requests -= 1
         state.injected_failures += 1

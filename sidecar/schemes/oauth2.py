@@ -1,22 +1,31 @@
 """``oauth2_client_credentials``: a cached Bearer token from the client-credentials grant.
 
 PayNet (seed 004), Kopokopo and Pismo issue tokens this way. The token is fetched under a
-per-credential ``asyncio.Lock`` and cached until ``expires_in`` minus a margin; after taking the
-lock the cache is read again, and a 401 refreshes only if the cached token is still the one
-that failed (authlib's pattern), so a thousand concurrent requests or 401s make one token
-request. The margin is capped at half the token's lifetime, so a short-lived token is still
-reused rather than fetched for every request.
+per-credential ``asyncio.Lock``; after taking the lock the cache is read again, and a 401
+refreshes only if the cached token is still the one that failed (authlib's pattern), so a
+thousand concurrent requests or 401s make one token request.
+
+Refresh happens in the background once ``refresh_at`` (default half) of the lifetime has passed,
+while requests keep using the current token: an IdP outage is tolerated for the rest of the
+token's life (Envoy's injector sent expired tokens instead, envoyproxy/envoy#44674). A token is
+sent until ``expiry_margin`` (at most a tenth of its life) before it expires, and while
+refreshes fail, to its very end: there is no better token to send. Only with no usable token
+does a request wait for a fetch.
 
 A failing token endpoint is SC4008 without its body (a body may echo the secret) and starts an
-exponential backoff per credential: until it ends, calls fail fast without contacting the
-endpoint, so an outage is not turned into a request storm. One success resets it.
+exponential backoff per credential with jitter (50-100 % of the step, so replicas spread out):
+until it ends, no fetch is made, so an outage is not turned into a request storm. One success
+resets it. The token request has its own timeout (``token_timeout``), so a hanging endpoint
+holds a request for seconds, not the upstream's timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import random
 import re
 import time
 from collections.abc import Callable
@@ -55,12 +64,23 @@ class OAuth2Options(SchemeOptions):
     token_params: dict[str, str] = Field(
         default_factory=dict, description="extra form parameters, e.g. audience"
     )
-    expiry_margin: float = Field(30, ge=0, description="seconds before expiry to refresh")
+    expiry_margin: float = Field(
+        5, ge=0, description="stop sending a token this long before it expires (<= 1/10 of life)"
+    )
+    refresh_at: float = Field(
+        0.5, gt=0, lt=1, description="share of a token's lifetime after which it is refreshed"
+    )
+    token_timeout: float = Field(5.0, gt=0, description="seconds a token request may take")
     default_expires_in: float = Field(
         300, gt=0, description="token lifetime in seconds when the server omits expires_in"
     )
     backoff_initial: float = Field(1.0, gt=0, description="first backoff after a failure (s)")
-    backoff_max: float = Field(30.0, gt=0, description="longest backoff after failures (s)")
+    backoff_max: float = Field(
+        2.0,
+        gt=0,
+        description="longest backoff after failures (s); short, so a token follows the IdP's "
+        "return within ~2 s: single flight already makes it one request per credential",
+    )
 
     @field_validator("token_url")
     @classmethod
@@ -105,9 +125,12 @@ class _Slot:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     token: str | None = None
-    expires_at: float = 0.0
+    expires_at: float = 0.0  # stop sending here (the margin before the end) ...
+    valid_until: float = 0.0  # ... unless refreshes are failing: then up to the very end
+    refresh_at: float = 0.0
     failures: int = 0
     retry_at: float = 0.0
+    background: asyncio.Task[None] | None = None
 
 
 class OAuth2ClientCredentials(SchemeBase):
@@ -125,6 +148,7 @@ class OAuth2ClientCredentials(SchemeBase):
         self.optional_fields = ()
         self.token_requests = 0
         self.clock: Callable[[], float] = time.monotonic
+        self.jitter: Callable[[float], float] = lambda step: random.uniform(step / 2, step)
         self._slots: dict[tuple[str, int], _Slot] = {}
 
     async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
@@ -153,6 +177,8 @@ class OAuth2ClientCredentials(SchemeBase):
         slot = self._slot(cred)
         current = self._live(slot)
         if current is not None and current != stale:
+            if self.clock() >= max(slot.refresh_at, slot.retry_at):
+                self._refresh_in_background(slot, cred)
             return current
         async with slot.lock:
             current = self._live(slot)
@@ -170,8 +196,22 @@ class OAuth2ClientCredentials(SchemeBase):
             slot = self._slots[key] = _Slot()
         return slot
 
+    def _refresh_in_background(self, slot: _Slot, cred: Credential) -> None:
+        """One refresh task per slot; requests go on with the current token meanwhile."""
+        if slot.background is None or slot.background.done():
+            slot.background = asyncio.create_task(self._background(slot, cred))
+
+    async def _background(self, slot: _Slot, cred: Credential) -> None:
+        async with slot.lock:
+            if self.clock() < max(slot.refresh_at, slot.retry_at):
+                return  # a request refreshed it meanwhile
+            with contextlib.suppress(SidecarError):  # backoff recorded; token still in use
+                await self._refresh(slot, cred)
+
     def _live(self, slot: _Slot) -> str | None:
-        return slot.token if slot.token and self.clock() < slot.expires_at else None
+        """The token while usable; the margin is waived while the endpoint fails (no better one)."""
+        end = slot.valid_until if slot.failures else slot.expires_at
+        return slot.token if slot.token and self.clock() < end else None
 
     async def _refresh(self, slot: _Slot, cred: Credential) -> str:
         wait = slot.retry_at - self.clock()
@@ -184,11 +224,14 @@ class OAuth2ClientCredentials(SchemeBase):
         except TokenEndpointError:
             slot.failures += 1
             delay = self.options.backoff_initial * 2 ** (slot.failures - 1)
-            slot.retry_at = self.clock() + min(delay, self.options.backoff_max)
+            slot.retry_at = self.clock() + self.jitter(min(delay, self.options.backoff_max))
             raise
+        now = self.clock()
         slot.failures, slot.retry_at = 0, 0.0
-        margin = min(self.options.expiry_margin, lifetime / 2)
-        slot.token, slot.expires_at = token, self.clock() + lifetime - margin
+        margin = min(self.options.expiry_margin, lifetime / 10)
+        slot.token, slot.expires_at = token, now + lifetime - margin
+        slot.valid_until = now + lifetime
+        slot.refresh_at = now + lifetime * self.options.refresh_at
         return token
 
     def _form(self, cred: Credential) -> tuple[dict[str, str], dict[str, str]]:
@@ -215,7 +258,7 @@ class OAuth2ClientCredentials(SchemeBase):
                 data=form,
                 headers=headers,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self.upstream.timeout),
+                timeout=aiohttp.ClientTimeout(total=self.options.token_timeout),
             ) as resp:
                 status, raw = resp.status, await resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ from aiohttp import web
 
 from sidecar import config
 from sidecar.sandbox.openbao import OpenBao
-from tests.integration.conftest import MakeSidecar, config_dict
+from tests.integration.conftest import MakeSidecar, api_key_upstream, config_dict, key_peer
 
 
 async def test_writes_fail_fast_while_paused_and_recover(
@@ -57,3 +58,40 @@ async def test_writes_fail_fast_while_paused_and_recover(
         "/v1/credentials/azupay", json={**body, "fields": {"api_key": "third-key-3"}}
     )
     assert r.status == 200 and (await r.json())["version"] == 2
+
+
+async def test_cold_start_against_a_hung_vault_fails_fast_then_ready(
+    own_openbao: OpenBao, aiohttp_server: Any, make_sidecar: MakeSidecar, prefix: str
+) -> None:
+    """Problem 7: start with OpenBao SIGSTOPped: each proxied request is 503 SC4035 at once.
+
+    On main every request did its own Vault read and queued on the 8-thread pool for the
+    Vault timeout. After SIGCONT the single bootstrap task makes the sidecar ready.
+    """
+    url = await key_peer(aiohttp_server, "k-cold-1")
+    data = config_dict(own_openbao.addr, prefix, {"pay": api_key_upstream(url)})
+    data["vault"]["timeout"] = 2
+    own_openbao.pause()
+    try:
+        sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}), wait=False)
+        answers: list[tuple[int, str | None]] = []
+        slowest = 0.0
+        for batch in range(5):
+            started = time.monotonic()
+            replies = await asyncio.gather(*(sidecar.proxy.get(f"/pay/{i}") for i in range(8)))
+            slowest = max(slowest, time.monotonic() - started)
+            answers += [(r.status, r.headers.get("X-Sidecar-Error")) for r in replies]
+            await asyncio.sleep(0.3 * batch)
+        vault_requests = sidecar.vault_requests
+    finally:
+        own_openbao.resume()
+    resumed = time.monotonic()
+    await sidecar.runtime.wait_ready(15)
+    ready_after = time.monotonic() - resumed
+    print(
+        f"cold start on a hung Vault: {len(answers)} proxied requests, slowest batch of 8 "
+        f"answered in {slowest * 1000:.0f} ms, Vault requests meanwhile {vault_requests}, "
+        f"ready {ready_after:.2f}s after SIGCONT"
+    )
+    assert set(answers) == {(503, "SC4035")}
+    assert vault_requests <= 3  # only the bootstrap's single flight touched Vault

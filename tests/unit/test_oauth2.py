@@ -64,9 +64,12 @@ async def server(aiohttp_server: ServerFactory) -> AsyncIterator[TokenServer]:
 
 
 def make(server: TokenServer, **options: Any) -> OAuth2ClientCredentials:
-    opts = OAuth2Options.model_validate({"token_url": "/oauth/token", **options})
-    scheme = OAuth2ClientCredentials(opts, UpstreamContext("paynet", server.url, timeout=0.5))
+    opts = OAuth2Options.model_validate(
+        {"token_url": "/oauth/token", "token_timeout": 0.5, **options}
+    )
+    scheme = OAuth2ClientCredentials(opts, UpstreamContext("paynet", server.url, timeout=30))
     scheme.bind(server.http)
+    scheme.jitter = lambda step: step  # exact back-off steps; production jitters 50-100 %
     return scheme
 
 
@@ -113,7 +116,7 @@ async def test_thousand_concurrent_flows_make_one_token_request(server: TokenSer
 
 @pytest.mark.parametrize(
     "expires_in,margin,reuse_until,refetch_at",
-    [(100, 30, 69.9, 70.0), ("100", 30, 69.9, 70.0), (10, 30, 4.9, 5.0), (None, 0, 49.9, 50.0)],
+    [(100, 30, 89.9, 90.0), ("100", 30, 89.9, 90.0), (10, 30, 8.9, 9.0), (None, 0, 49.9, 50.0)],
 )
 async def test_expiry_margin_is_honoured(
     server: TokenServer,
@@ -122,9 +125,9 @@ async def test_expiry_margin_is_honoured(
     reuse_until: float,
     refetch_at: float,
 ) -> None:
-    """A token is refreshed ``margin`` before expiry (at most half its life); never sent stale."""
+    """A token is sent until ``margin`` (at most a tenth of its life) before expiry, not after."""
     server.expires_in = expires_in
-    scheme = make(server, expiry_margin=margin, default_expires_in=50)
+    scheme = make(server, expiry_margin=margin, default_expires_in=50, refresh_at=0.99)
     clock = [1000.0]
     scheme.clock = lambda: clock[0]
     assert await first_send(scheme) == "Bearer t1"
@@ -132,6 +135,33 @@ async def test_expiry_margin_is_honoured(
     assert await first_send(scheme) == "Bearer t1"
     clock[0] = 1000.0 + refetch_at
     assert await first_send(scheme) == "Bearer t2"
+
+
+async def test_background_refresh_keeps_a_valid_token_while_the_endpoint_fails(
+    server: TokenServer,
+) -> None:
+    """Past half its life a token is refreshed in the background; a failed refresh keeps it."""
+    server.expires_in = 100
+    scheme = make(server)
+    clock = [0.0]
+    scheme.clock = lambda: clock[0]
+    assert await first_send(scheme) == "Bearer t1"
+    server.status = 500
+    for at in (50.0, 60.0, 89.9):
+        clock[0] = at
+        assert await first_send(scheme) == "Bearer t1"  # still valid: sent, no 502
+        await asyncio.sleep(0.05)  # let the background refresh run (and fail)
+    assert len(server.seen) >= 2
+    server.status = 200
+    clock[0] = 200.0  # expired: a request must wait for a fresh token
+    fresh = f"Bearer t{len(server.seen) + 1}"
+    assert await first_send(scheme) == fresh
+    clock[0] = 260.0  # half-life of the new one: it is still sent, a refresh runs behind it
+    before = len(server.seen)
+    await first_send(scheme)
+    await asyncio.sleep(0.05)
+    assert len(server.seen) == before + 1
+    assert await first_send(scheme) == f"Bearer t{before + 1}"
 
 
 async def test_401_refreshes_once_and_retries_once(server: TokenServer) -> None:

@@ -13,9 +13,6 @@ import asyncio
 import base64
 import contextlib
 import functools
-import os
-import random
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -24,9 +21,10 @@ import hvac
 import hvac.exceptions as hv
 import requests
 
-from sidecar.config import VaultAuth, VaultConfig
+from sidecar.config import VaultConfig
 from sidecar.errors import SidecarError, VaultUnavailable
 from sidecar.logging import get_logger
+from sidecar.vault.session import Session, unreachable
 
 log = get_logger("sidecar.vault")
 T = TypeVar("T")
@@ -35,13 +33,11 @@ CAS_MISMATCH = "check-and-set parameter did not match"
 
 
 def _map_error(exc: Exception, what: str) -> SidecarError:
-    """The one table from Vault's answer to a sidecar error."""
-    if isinstance(exc, (requests.ConnectionError, requests.Timeout, hv.VaultDown)):
+    """The one table from Vault's answer to a sidecar error (403s are classified by the session)."""
+    if unreachable(exc):
         return VaultUnavailable(f"Vault is unavailable ({what})")
     if isinstance(exc, hv.InvalidRequest) and CAS_MISMATCH in str(exc):
         return SidecarError("SC2002")
-    if isinstance(exc, hv.Forbidden):
-        return SidecarError("SC3002", f"Vault denied {what}: the token's policy must allow it")
     if isinstance(exc, hv.Unauthorized):
         return SidecarError("SC3004")
     return SidecarError("SC3003", f"Vault error on {what} ({type(exc).__name__})")
@@ -56,157 +52,102 @@ class Vault:
         self._client = hvac.Client(url=cfg.address, timeout=cfg.timeout, verify=verify)
         self.requests = 0
         self.errors = 0
-        self.authenticated = False
-        self._renew_at: float | None = None
-        self._login_ttl = 0.0
-        self._login_lock = asyncio.Lock()
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="vault")
+        self.session = Session(cfg, self._client, self._run)
+        self.write_index: str | None = None
+        self._client.adapter.session.hooks["response"].append(self._remember_index)
+
+    def _remember_index(self, response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+        """Read-your-writes: every later request carries the index of this sidecar's last write.
+
+        OpenBao standbys serve reads (and transit) from their own, possibly lagging, copy: a
+        version read there and written check-and-set on the leader is a spurious 409, a
+        transit key just created is "not found". With ``X-Vault-Index`` (from the last
+        write's answer; hvac's JSON adapter drops response headers, so a ``requests``
+        response hook takes it) and ``X-Vault-Inconsistent: forward-active-node``, a standby
+        that has not applied that write forwards the request to the active node, and serves
+        it itself once caught up. Other replicas' writes carry no index here: point
+        ``vault.address`` at the active node (the ``vault-active`` Service) for those.
+        """
+        index = response.headers.get("X-Vault-Index")
+        if index and response.request.method not in ("GET", "HEAD", "LIST"):
+            self.write_index = index
+            self._client.adapter.session.headers.update(
+                {"X-Vault-Index": index, "X-Vault-Inconsistent": "forward-active-node"}
+            )
+
+    @property
+    def authenticated(self) -> bool:
+        return self.session.usable()
 
     # -- plumbing -------------------------------------------------------------------------
 
-    async def _call(
-        self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
-    ) -> T:
-        """Like ``_call_or_missing``, but a 404 is an error. Auth calls pass may_relogin=False."""
-        result = await self._call_or_missing(what, fn, *args, may_relogin=may_relogin, **kwargs)
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """One hvac call in Vault's own threads, counted; exceptions are hvac's."""
+        self.requests += 1
+        call = functools.partial(fn, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except hv.InvalidPath:
+            raise  # a 404 is an answer (nothing there), not an error
+        except Exception:
+            self.errors += 1
+            raise
+
+    async def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Like ``_call_or_missing``, but a 404 is an error."""
+        result = await self._call_or_missing(what, fn, *args, **kwargs)
         if result is None:
             raise SidecarError("SC3003", f"Vault has nothing at {what}")
         return result
 
     async def _call_or_missing(
-        self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
+        self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any
     ) -> T | None:
-        """Run one hvac call in a thread; ``None`` when Vault answers 404."""
-        for attempt in range(2 if may_relogin else 1):
-            self.requests += 1
+        """Run one hvac call; ``None`` on 404. A 403 asks the session whose fault it was.
+
+        A dead token makes the session log in again, at most as often as its back-off allows
+        (never a reflex per request: that is how a fleet locks its role_id out), then the call
+        is tried once more.
+        """
+        for attempt in range(2):
+            await self.session.ensure()
             try:
-                call = functools.partial(fn, *args, **kwargs)
-                result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+                return await self._run(fn, *args, **kwargs)
             except hv.InvalidPath:
                 return None
+            except hv.Forbidden:
+                denial = await self.session.classify_denial(what)
+                if denial.code != "SC3005" or attempt or not self.session.login_due():
+                    raise denial from None
             except (hv.VaultError, requests.RequestException) as exc:
-                self.errors += 1
-                if (
-                    isinstance(exc, hv.Forbidden)
-                    and may_relogin
-                    and attempt == 0
-                    and await self._relogin()
-                ):
-                    continue
                 raise _map_error(exc, what) from None
-            return result
         raise AssertionError("unreachable")
-
-    async def _relogin(self) -> bool:
-        """A 403 may be an expired token: log in again once if the method can."""
-        if self.cfg.auth.method == "token":
-            return False
-        try:
-            await self.login()
-        except SidecarError:
-            return False
-        return True
 
     def close(self) -> None:
         """Stop the worker threads; calls still hanging on a dead Vault end at their timeout."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    # -- auth -----------------------------------------------------------------------------
+    # -- auth (owned by the session) ------------------------------------------------------
 
     async def login(self) -> None:
-        async with self._login_lock:
-            auth = self.cfg.auth
-            ttl = await self._login(auth)
-            self._login_ttl = ttl
-            self.authenticated = True
-            self._renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
-            log.info("vault_authenticated", method=auth.method, ttl=ttl)
-
-    async def _login(self, auth: VaultAuth) -> float:
-        client = self._client
-        if auth.method == "token":
-            client.token = _token(auth)
-            data = await self._call(
-                "auth/token/lookup-self", client.auth.token.lookup_self, may_relogin=False
-            )
-            return float(data["data"].get("ttl") or 0)
-        if auth.method == "approle":
-            secret_id = _read_secret(auth.secret_id, auth.secret_id_file, "secret_id")
-            resp = await self._call(
-                "approle login",
-                client.auth.approle.login,
-                may_relogin=False,
-                role_id=auth.role_id,
-                secret_id=secret_id,
-                mount_point=auth.mount or "approle",
-                use_token=True,
-            )
-        else:
-            jwt = auth.jwt_path.read_text().strip()
-            resp = await self._call(
-                "kubernetes login",
-                client.auth.kubernetes.login,
-                may_relogin=False,
-                role=auth.role,
-                jwt=jwt,
-                mount_point=auth.mount or "kubernetes",
-                use_token=True,
-            )
-        return float(resp["auth"].get("lease_duration") or 0)
+        await self.session.login(force=True)
 
     async def check_token(self) -> bool:
         """Readiness: is the current token still accepted?"""
-        try:
-            await self._call(
-                "auth/token/lookup-self", self._client.auth.token.lookup_self, may_relogin=False
-            )
-        except SidecarError:
-            self.authenticated = False
-            return False
-        self.authenticated = True
-        return True
+        return await self.session.check()
 
-    async def maintain(self, stop: asyncio.Event) -> None:
-        """Background: renew before expiry; on failure log in again with backoff and jitter."""
-        delay = 1.0
+    async def maintain(
+        self, stop: asyncio.Event, report: Callable[[str, BaseException], None]
+    ) -> None:
+        """Background: whatever the session has due (login, renewal, check); survives anything."""
         while not stop.is_set():
-            wait = 5.0 if self._renew_at is None else max(0.0, self._renew_at - time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=min(wait, 30.0))
-            if stop.is_set() or (self._renew_at is None and self.authenticated):
-                continue
-            if self._renew_at is not None and time.monotonic() < self._renew_at:
-                continue
             try:
-                await self._renew_or_login()
-                delay = 1.0
-            except SidecarError as exc:
-                self.authenticated = False
-                log.warning("vault_auth_retry", code=exc.code, retry_in=round(delay, 1))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 60.0)
-
-    async def _renew_or_login(self) -> None:
-        """Renew; once the renewed TTL is cut short (max TTL ahead), log in afresh instead."""
-        try:
-            resp = await self._call(
-                "auth/token/renew-self", self._client.auth.token.renew_self, may_relogin=False
-            )
-            ttl = float(resp["auth"].get("lease_duration") or 0)
-        except SidecarError:
-            if self.cfg.auth.method == "token":
-                raise
-            await self.login()
-            return
-        capped = ttl < self._login_ttl * (1 - self.cfg.renew_fraction)
-        if capped and self.cfg.auth.method != "token":
-            log.info("vault_token_near_max_ttl", ttl=ttl)
-            await self.login()
-            return
-        self._renew_at = time.monotonic() + ttl * self.cfg.renew_fraction if ttl else None
-        self.authenticated = True
-        log.info("vault_token_renewed", ttl=ttl)
+                await self.session.tick()
+            except Exception as exc:  # an outage or a bug: report, the loop must go on
+                report("vault-session", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=max(0.05, self.session.next_due()))
 
     # -- KV v2 ----------------------------------------------------------------------------
 
@@ -280,20 +221,26 @@ class Vault:
                 mount_point=mount,
             )
         except SidecarError as exc:
-            if exc.code != "SC3002":
+            if exc.code != "SC3006":
                 raise
             found = None
         if found is not None:
             return
         if not self.cfg.create_transit_key:
             raise SidecarError("SC3002", f"transit key {mount}/keys/{key} is missing or unreadable")
-        await self._call(
-            f"create {mount}/keys/{key} (needs 'update' on {mount}/keys/{key})",
-            self._client.secrets.transit.create_key,
-            name=key,
-            key_type="aes256-gcm96",
-            mount_point=mount,
-        )
+        what = f"create {mount}/keys/{key} (needs 'update' on {mount}/keys/{key})"
+        try:
+            await self._call(
+                what,
+                self._client.secrets.transit.create_key,
+                name=key,
+                key_type="aes256-gcm96",
+                mount_point=mount,
+            )
+        except SidecarError as exc:
+            if exc.code != "SC3006":
+                raise
+            raise SidecarError("SC3002", f"Vault denied {what}") from None
         log.info("transit_key_created", mount=mount, key=key)
 
     async def _transit_batch(
@@ -337,19 +284,3 @@ def hmac_key_version(digest: str) -> int | None:
     if len(parts) >= 3 and parts[1].startswith("v") and parts[1][1:].isdigit():
         return int(parts[1][1:])
     return None
-
-
-def _read_secret(value: Any, path: Any, what: str) -> str:
-    if path is not None:
-        return str(path.read_text().strip())
-    if value is not None:
-        return str(value.get_secret_value())
-    raise SidecarError("SC3004", f"vault.auth: no {what} configured")
-
-
-def _token(auth: VaultAuth) -> str:
-    if auth.token is not None or auth.token_file is not None:
-        return _read_secret(auth.token, auth.token_file, "token")
-    if os.environ.get("VAULT_TOKEN") or os.environ.get("BAO_TOKEN"):
-        return os.environ.get("VAULT_TOKEN") or os.environ["BAO_TOKEN"]
-    raise SidecarError("SC3004", "vault.auth: no token (token, token_file, VAULT_TOKEN)")
