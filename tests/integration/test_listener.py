@@ -91,56 +91,75 @@ class Answer:
         self.body = b""
         self.done = False
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.done = True
-
     def header(self, name: bytes) -> bytes | None:
         return next((v for n, v in self.headers if n == name), None)
 
 
-async def exchange(sc: Sidecar, data: bytes, answers: int = 1) -> tuple[list[Answer], bool]:
+class Answers:
+    """Parser callbacks collecting every response on one connection, however reads split them."""
+
+    def __init__(self) -> None:
+        self.done: list[Answer] = []
+        self.current: Answer | None = None
+        self.parser = httptools.HttpResponseParser(self)
+
+    def on_message_begin(self) -> None:
+        self.current = Answer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.current is not None
+        self.current.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        assert self.current is not None
+        self.current.body += body
+
+    def on_message_complete(self) -> None:
+        assert self.current is not None
+        self.current.status = self.parser.get_status_code()
+        self.current.done = True
+        self.done.append(self.current)
+        self.current = None
+
+    def closed(self) -> None:
+        """The connection ended: a close-delimited body ends here."""
+        if self.current is not None and self.current.headers:
+            self.current.status = self.parser.get_status_code()
+            self.done.append(self.current)
+            self.current = None
+
+
+async def read_answers(
+    reader: asyncio.StreamReader, answers: int, wait: float = 5
+) -> tuple[list[Answer], bool]:
+    """Read ``answers`` responses; (answers, whether the server closed)."""
+    got = Answers()
+    closed = False
+    while len(got.done) < answers:
+        chunk = await asyncio.wait_for(reader.read(65536), wait)
+        if not chunk:
+            closed = True
+            got.closed()
+            break
+        got.parser.feed_data(chunk)
+    if not closed:
+        try:
+            closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
+        except TimeoutError:
+            closed = False
+    return got.done, closed
+
+
+async def exchange(
+    sc: Sidecar, data: bytes, answers: int = 1, wait: float = 5
+) -> tuple[list[Answer], bool]:
     """Send raw bytes; read ``answers`` responses; (answers, whether the server closed)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy.port)
     writer.write(data)
-    done: list[Answer] = []
-    current = Answer()
-    parser = httptools.HttpResponseParser(current)
-    closed = False
     try:
-        while len(done) < answers:
-            chunk = await asyncio.wait_for(reader.read(65536), 5)
-            if not chunk:
-                closed = True
-                if current.headers:  # a close-delimited body ends here
-                    current.status = parser.get_status_code()
-                    done.append(current)
-                break
-            rest = chunk
-            while rest:
-                try:
-                    parser.feed_data(rest)
-                    rest = b""
-                except httptools.HttpParserUpgrade:  # pragma: no cover - not expected
-                    rest = b""
-                if current.done:
-                    current.status = parser.get_status_code()
-                    done.append(current)
-                    current = Answer()
-                    parser = httptools.HttpResponseParser(current)
-        if not closed:
-            try:
-                closed = await asyncio.wait_for(reader.read(1), 0.3) == b""
-            except TimeoutError:
-                closed = False
+        return await read_answers(reader, answers, wait)
     finally:
         writer.close()
-    return done, closed
 
 
 async def test_keep_alive_and_pipelined_requests_answer_in_order(sidecar: Sidecar) -> None:
@@ -363,11 +382,12 @@ async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> Non
 
 
 async def test_garbage_after_a_good_request_still_lets_it_finish(sidecar: Sidecar) -> None:
-    """A request already on its way is answered in full before a later garbage line closes the connection."""
+    """A request parsed before a garbage line is answered in full, then the garbage gets its 400 and the close."""
     data = b"GET /peer/chunked HTTP/1.1\r\nHost: x\r\n\r\ngarbage\r\n\r\n"
     answers, closed = await exchange(sidecar, data, answers=2)
-    assert [a.status for a in answers] == [200]
+    assert [a.status for a in answers] == [200, 400]
     assert answers[0].body == b"part0;part1;part2;part3;part4;"
+    assert answers[1].header(b"x-sidecar-error") == b"SC4011"
     assert closed
 
 
