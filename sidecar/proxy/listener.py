@@ -485,7 +485,7 @@ class ProxyProtocol(asyncio.Protocol):
                 self._closing = True
                 transport.close()
             elif self._pipeline:
-                if len(self._pipeline) == MAX_PIPELINE:
+                if len(self._pipeline) == MAX_PIPELINE and not self._last:
                     transport.resume_reading()
                 self._start(self._pipeline.popleft())
             else:
