@@ -844,3 +844,83 @@ async def test_stalled_bodies_time_out_and_free_the_upstream_pool(
     assert all(closed for _, closed in slow)
     await recorder.until(lambda: sum(c.eof for c in recorder.conns) >= stalled)
     assert sum(c.complete for c in recorder.conns) == 1  # only the fast request was whole
+
+
+async def test_a_large_head_after_pipelined_requests_is_not_miscounted(
+    rsc: Sidecar, recorder: RecordingUpstream
+) -> None:
+    """A legitimate head just under the limit, pipelined behind other requests in the same
+    read, is served: the limit counts only its own bytes, never its neighbours'."""
+    small = b"GET /rec/s HTTP/1.1\r\nHost: x\r\n\r\n" * 1500  # about 48 KiB
+    lines = b"".join(b"X-%03d: %s\r\n" % (i, b"v" * 590) for i in range(100))  # 60 KiB
+    big = b"GET /rec/big HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"
+    assert len(small) + len(big) > proxyserver.MAX_HEAD > len(big)
+    answers, closed = await exchange(rsc, small + big, answers=1501)
+    assert [a.status for a in answers] == [200] * 1501
+    assert not closed
+    assert sum(c.complete for c in recorder.conns) == 1501
+
+
+async def test_a_queued_request_whose_body_breaks_never_starts(
+    peer: tuple[Peer, str],
+    recorder: RecordingUpstream,
+    make_config: MakeConfig,
+    make_sidecar: MakeSidecar,
+) -> None:
+    """A pipelined upload queued behind a streaming answer, whose chunked body turns out
+    malformed before its turn: it never reaches the upstream; the answer ahead completes, then
+    400 SC4011 and a close."""
+    upstreams = {
+        "peer": api_key_upstream(peer[1], "peer"),
+        "rec": api_key_upstream(recorder.url, "rec"),
+    }
+    sc = await make_sidecar(make_config(upstreams))
+    for name in upstreams:
+        r = await sc.admin.put(
+            f"/v1/credentials/{name}", json={"upstream": name, "fields": {"api_key": KEY}}
+        )
+        assert r.status == 201
+    reader, writer = await asyncio.open_connection("127.0.0.1", sc.proxy.port)
+    try:
+        with capture_logs() as logs:
+            writer.write(
+                b"GET /peer/gated HTTP/1.1\r\nHost: x\r\n\r\n" + CHUNKED + b"5\r\nhello\r\n"
+            )
+            await asyncio.wait_for(peer[0].entered.wait(), 5)
+            writer.write(b"zz\r\n")  # the queued body breaks while the answer ahead streams
+            assert await settle(lambda: any(e["event"] == "proxy_refused" for e in logs))
+        peer[0].release.set()
+        answers, closed = await read_answers(reader, 2)
+    finally:
+        writer.close()
+    assert [a.status for a in answers] == [200, 400]
+    assert answers[0].body == b"first;second;"
+    assert answers[1].header(b"x-sidecar-error") == b"SC4011"
+    assert closed
+    assert recorder.conns == []  # the queued upload never left the pod, not even its head
+
+
+async def test_stalled_body_read_whole_is_408_with_nothing_sent(
+    recorder: RecordingUpstream, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """A scheme that reads the body before sending (PlaceToPay) and a body that stalls:
+    408 SC4014 and a close, and not a byte reached the provider."""
+    upstream = {
+        "url": recorder.url,
+        "scheme": "placetopay",
+        "credential": "p2p",
+        "environment": "sandbox",
+    }
+    sc = await make_sidecar(make_config({"p2p": upstream}, listen={"body_idle_timeout": 0.3}))
+    r = await sc.admin.put(
+        "/v1/credentials/p2p",
+        json={"upstream": "p2p", "fields": {"login": "l", "secret_key": "s"}},
+    )
+    assert r.status == 201
+    before = sum(len(c.data) for c in recorder.conns)  # (saving may have probed the provider)
+    answers, closed = await exchange(
+        sc, b'POST /p2p/api/session HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"a":'
+    )
+    assert [(a.status, a.header(b"x-sidecar-error")) for a in answers] == [(408, b"SC4014")]
+    assert closed
+    assert sum(len(c.data) for c in recorder.conns) == before  # not a byte of it was sent
