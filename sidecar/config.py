@@ -89,6 +89,9 @@ class ListenConfig(_Model):
     admin: str = "127.0.0.1:8099"
     health: str | None = Field(None, description="optional health-only listener for kubelet")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
+    body_idle_timeout: float = Field(
+        30.0, gt=0, description="seconds a proxied request body may send nothing (408 SC4014)"
+    )
 
     @field_validator("proxy", "admin", "health")
     @classmethod

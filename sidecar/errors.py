@@ -72,6 +72,8 @@ CODES: dict[str, Code] = {
             "Cached credential is older than cache.max_stale and Vault is unreachable",
         ),
         Code("SC4013", 431, "Request head too large (over 64 KiB or 128 headers)"),
+        Code("SC4014", 408, "Request body sent nothing for listen.body_idle_timeout"),
+        Code("SC4015", 400, "Client closed the connection before the request body ended"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),

@@ -10,6 +10,22 @@ request bodies streamed with flow control both ways, the sidecar's own refusals,
 the upstream's answer byte for byte (its header bytes are not re-encoded), re-framed for the
 client (Content-Length as given, else chunked, else close-delimited for HTTP/1.0).
 
+Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax):
+
+- A request reaches the pipeline only after llhttp accepted every byte of the read its head
+  came in: a head refused in the same read as ``on_headers_complete`` (``Transfer-Encoding:
+  identity``, a bad first chunk) sends nothing upstream and is answered 400 (RFC 9112 §6.1).
+- An error in a body that is already streaming fails the body's iterator; the pool client then
+  closes the upstream connection without finishing the message (RFC 9112 §6.3: an incomplete
+  message), so the provider never sees a complete request.
+- The head is bounded while it arrives: bytes fed to llhttp since the message began, and the
+  header count, are checked per read and per header, before more is fed (httptools joins a
+  partial header line internally, so only the byte count bounds it).
+- ``100 Continue`` is written when the body is first read, which is only ever done by the
+  request at the head of the queue, so it never lands inside another answer (RFC 9110 §10.1.1).
+- A body that sends nothing for ``listen.body_idle_timeout`` seconds fails; its upstream
+  connection is closed at once, which frees the pool slot.
+
 What it hands on: a ``CONNECT`` request, and the connection with it, goes to the aiohttp proxy
 application (``build_proxy_app``), which owns HTTPS interception and its tunnels, unchanged.
 """
@@ -120,12 +136,28 @@ class _Stop(Exception):
 
 
 class Body:
-    """A request body as it arrives; the socket is paused while too much is unread."""
+    """A request body as it arrives; the socket is paused while too much is unread.
 
-    __slots__ = ("_chunks", "_done", "_error", "_size", "_transport", "_waiter", "abandoned")
+    Reading it is what answers ``Expect: 100-continue``, and a read that waits longer than
+    ``timeout`` for the next bytes fails with 408 SC4014.
+    """
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    __slots__ = (
+        "_chunks",
+        "_continue",
+        "_done",
+        "_error",
+        "_size",
+        "_timeout",
+        "_transport",
+        "_waiter",
+        "abandoned",
+    )
+
+    def __init__(self, transport: asyncio.Transport, timeout: float, expect: bool) -> None:
         self._transport = transport
+        self._timeout = timeout
+        self._continue = expect
         self._chunks: deque[bytes] = deque()
         self._size = 0
         self._done = False
@@ -138,7 +170,7 @@ class Body:
         return self._done and self._error is None
 
     def feed(self, data: bytes) -> None:
-        if self.abandoned:
+        if self._done or self.abandoned:
             return
         self._chunks.append(data)
         self._size += len(data)
@@ -156,7 +188,14 @@ class Body:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _stalled(self) -> None:
+        self.finish(SidecarError("SC4014"))
+
     async def iter_any(self) -> AsyncIterator[bytes]:
+        if self._continue:  # as uvicorn: on the first read, never while another answer is out
+            self._continue = False
+            if not (self._chunks or self._done or self._transport.is_closing()):
+                self._transport.write(_CONTINUE)  # RFC 9110 §10.1.1: omitted once bytes came
         while True:
             if self._chunks:
                 chunk = self._chunks.popleft()
@@ -170,10 +209,13 @@ class Body:
                     raise self._error
                 return
             else:
-                self._waiter = asyncio.get_running_loop().create_future()
+                loop = asyncio.get_running_loop()
+                self._waiter = loop.create_future()
+                timer = loop.call_later(self._timeout, self._stalled)
                 try:
                     await self._waiter
                 finally:
+                    timer.cancel()
                     self._waiter = None
 
     def iter_chunked(self, _n: int) -> AsyncIterator[bytes]:
@@ -234,8 +276,13 @@ class ProxyProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self._url: list[bytes] = []
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head_size = 0
-        self._receiving: Incoming | None = None
+        self._head_size = 0  # URL and header bytes of the head being parsed
+        self._in_head = True  # between messages or inside a head: bytes fed are head bytes
+        self._head_bytes = 0  # bytes fed to llhttp since the head began (see _feed)
+        self._completed = False  # a message ended during the current feed
+        self._body_timeout = self.rt.config.listen.body_idle_timeout
+        self._farewell: SidecarError | None = None  # answered once the queue ahead is done
+        self._receiving: Incoming | None = None  # the request whose body llhttp is reading
         self._pipeline: deque[Incoming] = deque()
         self._busy = False
         self._task: asyncio.Task[None] | None = None
@@ -256,7 +303,7 @@ class ProxyProtocol(asyncio.Protocol):
         self.listener.connections.discard(self)
         self._closing = True
         self._cancel_idle()
-        lost = ConnectionResetError("client went away")
+        lost = SidecarError("SC4015")
         for req in (self._receiving, *self._pipeline):
             if req is not None and req.content is not None:
                 req.content.finish(lost)
@@ -277,16 +324,47 @@ class ProxyProtocol(asyncio.Protocol):
             await self._drained
 
     def data_received(self, data: bytes) -> None:
+        while data:
+            data = self._feed(data)
+        self._dispatch()  # only now: every byte of this read was accepted (or refused)
+
+    def _feed(self, data: bytes) -> bytes:
+        """Feed llhttp at most what the head limit leaves; returns the bytes not yet fed.
+
+        Inside a head, every byte fed counts against MAX_HEAD, and a read that would pass it is
+        cut there: a head still open at the limit is refused before one more byte is fed. A head
+        that began mid-read (after another message) is counted from the next read on, so at most
+        one read is uncounted and a legitimate head is never refused for its neighbours' bytes.
+        """
+        known = self._in_head
+        room = MAX_HEAD - self._head_bytes
+        part: bytes | memoryview = data
+        if known and len(data) > room:
+            part = memoryview(data)[:room]
+        self._completed = False
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(part)
         except httptools.HttpParserUpgrade as upgrade:
-            self._upgraded(data[upgrade.args[0] :])
+            self._dispatch()  # requests ahead of it in this read are served first
+            self._upgraded(bytes(part[upgrade.args[0] :]) + data[len(part) :])
+            return b""
         except httptools.HttpParserCallbackError as exc:
             if not isinstance(exc.__context__, _Stop):  # a bug of ours, not the client's
                 log.error("proxy_parser_callback_failed", error=type(exc.__context__).__name__)
-                self._bad_request(SidecarError("SC1000"))
+                self._refuse_input(SidecarError("SC1000"))
+            return b""
         except httptools.HttpParserError:
-            self._bad_request(SidecarError("SC4011", "Malformed HTTP request"))
+            self._refuse_input(SidecarError("SC4011", "Malformed HTTP request"))
+            return b""
+        if self._in_head:
+            if not known or self._completed:
+                self._head_bytes = 0  # it began mid-read: counted from the next read
+            else:
+                self._head_bytes += len(part)
+                if self._head_bytes >= MAX_HEAD:  # MAX_HEAD bytes and still no end of head
+                    self._refuse_input(SidecarError("SC4013"))
+                    return b""
+        return data[len(part) :] if part is not data else b""
 
     # -- parser callbacks -------------------------------------------------------------------
 
@@ -299,31 +377,32 @@ class ProxyProtocol(asyncio.Protocol):
         self._headers = []
         self._head_size = 0
 
-    def on_url(self, url: bytes) -> None:
+    def on_url(self, url: bytes) -> None:  # called per piece of the URL as it arrives
         self._url.append(url)
         self._head_size += len(url)
+        if self._head_size > MAX_HEAD:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
         self._head_size += len(name) + len(value) + 4
+        if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
+            self._too_large()
+
+    def _too_large(self) -> None:
+        self._refuse_input(SidecarError("SC4013"))
+        raise _Stop  # the rest of this read (pipelined requests too) is not parsed
 
     def on_headers_complete(self) -> None:
-        if self._head_size > MAX_HEAD or len(self._headers) > MAX_HEADERS:
-            self._bad_request(SidecarError("SC4013"))
-            raise _Stop  # the rest of this read (pipelined requests too) is not parsed
+        self._in_head = False
         req = self._incoming()
-        if req.content is not None:
-            self._receiving = req
-            if req.headers.get("Expect", "").lower() == "100-continue":
-                self._transport().write(_CONTINUE)
         if req.method == "CONNECT":
             return  # the parser raises HttpParserUpgrade next: see _upgraded
-        if self._busy:
-            self._pipeline.append(req)
-            if len(self._pipeline) >= MAX_PIPELINE:
-                self._transport().pause_reading()
-        else:
-            self._start(req)
+        self._receiving = req
+        # Queued, not started: the read it came in may still turn out malformed (_dispatch).
+        self._pipeline.append(req)
+        if len(self._pipeline) >= MAX_PIPELINE + (not self._busy):
+            self._transport().pause_reading()
 
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
@@ -334,11 +413,11 @@ class ProxyProtocol(asyncio.Protocol):
         body: Body | None = None
         length: int | None = None
         if "Transfer-Encoding" in headers:
-            body = Body(self._transport())
+            body = self._body(headers)
         elif (declared := headers.get("Content-Length")) is not None:
             length = int(declared)  # llhttp accepts digits only, and one value
             if length:
-                body = Body(self._transport())
+                body = self._body(headers)
         return Incoming(
             parser.get_method().decode("ascii"),
             b"".join(self._url).decode("utf-8", "surrogateescape"),
@@ -349,6 +428,10 @@ class ProxyProtocol(asyncio.Protocol):
             length,
         )
 
+    def _body(self, headers: CIMultiDict[str]) -> Body:
+        expect = headers.get("Expect", "").lower() == "100-continue"
+        return Body(self._transport(), self._body_timeout, expect)
+
     def on_body(self, body: bytes) -> None:
         if self._receiving is not None and self._receiving.content is not None:
             self._receiving.content.feed(body)
@@ -357,12 +440,19 @@ class ProxyProtocol(asyncio.Protocol):
         if self._receiving is not None and self._receiving.content is not None:
             self._receiving.content.finish()
         self._receiving = None
+        self._in_head = self._completed = True
+        self._head_bytes = 0
 
     # -- requests ---------------------------------------------------------------------------
 
     def _transport(self) -> asyncio.Transport:
         assert self.transport is not None
         return self.transport
+
+    def _dispatch(self) -> None:
+        """Start the first queued request if none is in flight (after a whole read was fed)."""
+        if self._pipeline and not self._busy and not self._closing:
+            self._start(self._pipeline.popleft())
 
     def _start(self, req: Incoming) -> None:
         self._cancel_idle()
@@ -390,10 +480,12 @@ class ProxyProtocol(asyncio.Protocol):
                 or self.listener.stopping
                 or (self._last and not self._pipeline)
             ):
+                if self._farewell is not None and keep and not self._closing:
+                    transport.write(error_answer(self._farewell, False)[0])
                 self._closing = True
                 transport.close()
             elif self._pipeline:
-                if len(self._pipeline) == MAX_PIPELINE:
+                if len(self._pipeline) == MAX_PIPELINE and not self._last:
                     transport.resume_reading()
                 self._start(self._pipeline.popleft())
             else:
@@ -405,21 +497,12 @@ class ProxyProtocol(asyncio.Protocol):
         audit.begin(req)
         try:
             upstream, reply, started = await proxy.forward(rt, req, proxy.route)
-        except SidecarError as err:
+        except SidecarError as err:  # a refusal, or the body failed (SC4011, SC4014, SC4015)
             keep = req.keep_alive and (req.content is None or req.content.complete)
-            answer, sent = error_answer(err, keep)
-            proxy.account_refusal(rt, req, err, sent)
-            self._transport().write(answer)
-            return keep
+            return self._refuse(err, req, keep)
         except Exception:
             log.exception("proxy_unhandled")
-            internal = SidecarError("SC1000")
-            answer, sent = error_answer(internal, False)
-            audit.refused(req, internal)
-            if rt.config.logging.access_log:
-                audit.access(req, internal.status, sent, internal.code)
-            self._transport().write(answer)
-            return False
+            return self._refuse(SidecarError("SC1000"), req, False)
         try:
             keep, sent = await self._relay(req, reply)
         finally:
@@ -474,22 +557,48 @@ class ProxyProtocol(asyncio.Protocol):
             transport.write(b"0\r\n\r\n")
         return True, sent
 
-    def _bad_request(self, err: SidecarError) -> None:
-        """Unparseable or oversized input: nothing of it was sent anywhere; answer and close.
+    # -- refusals: every answer the listener makes itself is written by _refuse --------------
 
-        Requests parsed before it (in flight or queued) are answered first; then the connection
-        closes without an answer for the bad one, since it cannot be framed after them.
+    def _refuse(self, err: SidecarError, req: Incoming | None, keep: bool) -> bool:
+        """Count, log (and audit, for a parsed request) once; answer unless the client is gone."""
+        answer, sent = error_answer(err, keep)
+        if req is not None:
+            proxy.account_refusal(self.rt, req, err, sent)
+        else:
+            self._account_input(err)
+        if not self._closing and self.transport is not None:
+            self.transport.write(answer)
+        return keep
+
+    def _account_input(self, err: SidecarError) -> None:
+        """Log and count a refusal of input that never became a request (nothing to audit)."""
+        size = max(self._head_bytes, self._head_size)  # head bytes read when it was refused
+        log.info("proxy_refused", code=err.code, status=err.status, method=None, head_bytes=size)
+        self.rt.metrics.refused.labels(err.code).inc()
+
+    def _refuse_input(self, err: SidecarError) -> None:
+        """Input llhttp rejected or that broke a limit: none of it goes upstream; 400/431, close.
+
+        Nothing more is read. A request already streaming its body upstream has the error
+        raised in its body, which aborts the upstream request; its own cycle answers. Otherwise
+        the requests parsed before the bad input are answered first, then the refusal.
         """
         if self._closing or self._last or self.transport is None:
             return
-        log.info("proxy_refused", code=err.code, status=err.status, method=None)
-        self.rt.metrics.refused.labels(err.code).inc()
-        if self._busy:
-            self._last = True
-            self.transport.pause_reading()
+        self._last = True
+        self.transport.pause_reading()
+        bad, self._receiving = self._receiving, None
+        if bad is not None and self._pipeline and self._pipeline[-1] is bad:
+            self._pipeline.pop()  # parsed but never started: it is dropped, nothing was sent
+        elif bad is not None and bad.content is not None and self._busy:
+            bad.content.finish(err)  # streaming: the upstream request is cut, then answered
             return
+        if self._busy or self._pipeline:
+            self._account_input(err)  # counted now: the client may be gone by its turn
+            self._farewell = err  # written by _serve after the last answer ahead of it
+            return
+        self._refuse(err, None, False)
         self._closing = True
-        self.transport.write(error_answer(err, False)[0])
         self.transport.close()
 
     def _upgraded(self, rest: bytes) -> None:
