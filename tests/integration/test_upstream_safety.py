@@ -48,9 +48,9 @@ class RawProvider:
 
 
 @asynccontextmanager
-async def raw_provider(serve: Callable[[RawProvider, Any, Any], Awaitable[None]]) -> AsyncIterator[
-    tuple[RawProvider, int]
-]:
+async def raw_provider(
+    serve: Callable[[RawProvider, Any, Any], Awaitable[None]],
+) -> AsyncIterator[tuple[RawProvider, int]]:
     """Start a raw provider on loopback; yields it and its port."""
     state = RawProvider()
     tasks: set[asyncio.Task[Any]] = set()
