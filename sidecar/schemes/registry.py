@@ -51,5 +51,15 @@ def build_scheme(specs: list[tuple[str, SchemeOptions]], upstream: UpstreamConte
     """One scheme, or a Composite applying several in order over one credential."""
     from sidecar.schemes.composite import Composite
 
-    parts: list[Scheme] = [scheme_class(name)(options, upstream) for name, options in specs]
+    parts: list[Scheme] = [
+        _checked(name, scheme_class(name)(options, upstream)) for name, options in specs
+    ]
     return parts[0] if len(parts) == 1 else Composite(parts, upstream)
+
+
+def _checked(name: str, scheme: Any) -> Scheme:
+    """A plugin is loaded untyped, so the protocol is checked here, at config load, not later
+    (a scheme without ``counters()`` would otherwise fail the first ``/metrics`` scrape)."""
+    if not isinstance(scheme, Scheme):
+        raise TypeError(f"scheme {name!r} does not implement the Scheme protocol (see SchemeBase)")
+    return scheme

@@ -19,6 +19,7 @@ from sidecar.schemes.base import (
     UpstreamResponse,
 )
 from sidecar.schemes.composite import Composite
+from sidecar.schemes.registry import _checked
 
 CTX = UpstreamContext(name="up", url=URL("https://provider.test"))
 NOW = datetime.now(UTC)
@@ -155,3 +156,20 @@ def test_counters_are_the_parts_summed() -> None:
     scheme = Composite([Tracked(tokens=3), Sign()], CTX)
     assert scheme.counters() == {"token_requests": 3, "token_failures": 1}
     assert Sign().counters() == {}
+
+
+def test_a_scheme_without_the_protocol_is_refused_at_load() -> None:
+    """A plugin missing a protocol member (``counters``) fails at config load, not at a scrape."""
+
+    class Partial:
+        name = "partial"
+        requires_request_body = replays_request = False
+        public_fields = secret_fields = optional_fields = ()
+
+        def auth_flow(self, request: OutboundRequest, cred: Credential) -> None: ...
+        async def verify(self, cred: Credential, http: Any) -> None: ...
+        def bind(self, http: Any) -> None: ...
+
+    with pytest.raises(TypeError, match="Scheme protocol"):
+        _checked("partial", Partial())
+    assert _checked("sign", Sign()) is not None
