@@ -213,37 +213,24 @@ async def send(
     502/504 raised here, by the pool or by the flow (a token refresh failing after a 401),
     carries ``X-Sidecar-Request-Sent``: the most any attempt wrote of the request.
     """
-    written = _Written()
+    answered = False  # once an attempt is answered, the whole request went out
 
     async def once(req: OutboundRequest) -> http1.Response:
+        nonlocal answered
         if req.body is not None:
             resp = await _send_once(pool, req, req.body, None)
         else:
             resp = await _send_once(pool, req, stream, content_length)
-        written.rank = len(http1.SENT) - 1  # an answer came: the whole request went out
+        answered = True
         return resp
 
     try:
         return await drive(scheme.auth_flow(outbound, cred), once, http1.Response.release)
     except SidecarError as err:
-        written.mark(err)
-        raise
-
-
-class _Written:
-    """How much of one proxied request reached the upstream, over the flow's attempts."""
-
-    __slots__ = ("rank",)
-
-    def __init__(self) -> None:
-        self.rank = 0
-
-    def mark(self, err: SidecarError) -> None:
-        """Put the most written on a sidecar-made 502/504; a 503 for no free slot says none."""
-        if err.status in (502, 503, 504):
+        if err.status in (502, 503, 504):  # a failed send said what it wrote; else nothing was
             told = err.headers.get(SENT_HEADER, "none")
-            self.rank = max(self.rank, http1.SENT.index(told))
-            err.headers[SENT_HEADER] = http1.SENT[self.rank]
+            err.headers[SENT_HEADER] = "complete" if answered else told
+        raise
 
 
 async def _send_once(

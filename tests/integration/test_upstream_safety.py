@@ -277,7 +277,9 @@ async def test_pool_full_is_503_after_pool_timeout_and_nothing_is_sent(
         slow = asyncio.create_task(exchange(sc, GET.replace(b"/x", b"/slow")))
         while not provider.received or not provider.received[0]:
             await asyncio.sleep(0.01)
+        started = asyncio.get_running_loop().time()
         raw = await exchange(sc, GET.replace(b"/x", b"/fast"))
+        print(f"pool full: 503 after {asyncio.get_running_loop().time() - started:.3f}s")
         assert raw.startswith(b"HTTP/1.1 503 ") and header(raw, "X-Sidecar-Error") == "SC4026"
         assert header(raw, SENT) == "none"
         assert json.loads(raw.split(b"\r\n\r\n", 1)[1])["code"] == "SC4026"
