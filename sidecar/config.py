@@ -139,6 +139,12 @@ class UpstreamConfig(BaseModel):
     environment: Literal["sandbox", "live"]
     timeout: float = Field(30.0, gt=0)
     connect_timeout: float = Field(5.0, gt=0)
+    max_connections: int = Field(
+        256, gt=0, description="connections to this upstream at once (proxied requests)"
+    )
+    pool_timeout: float = Field(
+        5.0, gt=0, description="seconds a request waits for a free connection; 503 SC4026 beyond"
+    )
     max_body: int = Field(1024 * 1024, gt=0, description="bytes read when a scheme needs the body")
     ca_bundle: Path | None = None
     require_proxy_key: bool = Field(False, description="callers must present a proxy key")

@@ -74,6 +74,10 @@ CODES: dict[str, Code] = {
         Code("SC4013", 431, "Request head too large (over 64 KiB or 128 headers)"),
         Code("SC4014", 408, "Request body sent nothing for listen.body_idle_timeout"),
         Code("SC4015", 400, "Client closed the connection before the request body ended"),
+        Code("SC4025", 502, "Upstream sent an interim (1xx) answer with a body"),
+        Code("SC4026", 503, "No free upstream connection within the upstream's pool_timeout"),
+        Code("SC4027", 400, "Request target holds a fragment (#)"),
+        Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
@@ -95,6 +99,8 @@ class SidecarError(Exception):
         self.status = entry.status
         self.message = message or entry.message
         self.details = details
+        # Extra answer headers (X-Sidecar-Request-Sent); never a secret, like the message.
+        self.headers: dict[str, str] = {}
         super().__init__(f"{code}: {self.message}")
 
     def body(self) -> dict[str, Any]:

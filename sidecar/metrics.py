@@ -131,10 +131,10 @@ class _RuntimeCollector(Collector):
             labels=["upstream", "outcome"],
         )
         for name, upstream in rt.upstreams.items():
-            for part in getattr(upstream.scheme, "parts", [upstream.scheme]):
-                if hasattr(part, "token_requests"):
-                    tokens.add_metric([name, "requested"], part.token_requests)
-                    tokens.add_metric([name, "failed"], getattr(part, "token_failures", 0))
+            counts = upstream.scheme.counters()  # declared by the Scheme protocol
+            if "token_requests" in counts:
+                tokens.add_metric([name, "requested"], counts["token_requests"])
+                tokens.add_metric([name, "failed"], counts.get("token_failures", 0))
         yield tokens
         ready = GaugeMetricFamily(
             "sidecar_ready", "1 when Vault is authenticated and the cache loaded"

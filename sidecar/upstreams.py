@@ -9,14 +9,13 @@ from __future__ import annotations
 import os
 import ssl
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from yarl import URL
 
 from sidecar.config import Config, UpstreamConfig
 from sidecar.proxy import client as http1
-from sidecar.schemes.base import SchemeOptions, UpstreamContext
+from sidecar.schemes.base import Scheme, SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec
 
@@ -26,7 +25,7 @@ class Upstream:
     name: str
     cfg: UpstreamConfig
     url: URL
-    scheme: Any
+    scheme: Scheme
     spec: FieldSpec
     hosts: frozenset[str]
     specs: list[tuple[str, SchemeOptions]]
@@ -64,9 +63,10 @@ class Upstream:
         self.pool = http1.Pool(
             self.url,
             ctx if self.url.scheme == "https" else None,
-            limit=256,
+            limit=self.cfg.max_connections,
             connect_timeout=self.cfg.connect_timeout,
             timeout=self.cfg.timeout,
+            pool_timeout=self.cfg.pool_timeout,
         )
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ctx, limit=256, ttl_dns_cache=300),

@@ -10,9 +10,19 @@ What it deliberately does not do: redirects, cookies, decompression (bodies pass
 received), proxies, ``Expect: 100-continue`` (interim responses are skipped), pipelining,
 upgrades, HTTP/2. HTTP/1.1 only, one origin per :class:`Pool`.
 
+Interim (1xx) answers carry no body (RFC 9110 15.2): one that declares a framing header
+(Content-Length or Transfer-Encoding) is a provider error, kind ``"interim"``, and its connection
+is discarded, so no byte of it can be taken for part of the final answer.
+
 Timeouts: ``timeout`` bounds everything up to the response head (waiting for a free connection,
-connecting, sending the request body, the head itself), then each wait for more body bytes.
+connecting, sending the request body, the head itself), then each wait for more body bytes;
+``pool_timeout`` bounds the wait for a free connection alone (kind ``"pool"``, nothing sent).
 A streamed request body whose source stalls is not interrupted; the caller owns that source.
+
+Every :class:`UpstreamTimeout` and :class:`UpstreamConnectionError` from :meth:`Pool.request`
+says in ``sent`` how much of the request was written to the upstream: ``"none"``,
+``"partial"`` (the head, or the head and part of the body) or ``"complete"``, the most over the
+attempts made, so a caller can tell a payment that never left from one that may have landed.
 """
 
 from __future__ import annotations
@@ -26,16 +36,24 @@ import httptools
 from multidict import CIMultiDict
 from yarl import URL
 
-__all__ = ["Pool", "Response", "UpstreamConnectionError", "UpstreamTimeout"]
+__all__ = ["SENT", "Pool", "Response", "UpstreamConnectionError", "UpstreamTimeout"]
 
 _HIGH_WATER = 256 * 1024  # unread response bytes past which the socket is no longer read
 _INLINE = 64 * 1024  # a bytes body up to this size leaves in the same write as the head
 _MAX_HEAD = 256 * 1024  # llhttp itself puts no bound on a response head
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+SENT = ("none", "partial", "complete")  # how much of a request was written, by rank
 
 
-class UpstreamTimeout(Exception):
+class _Sent:
+    """How much of a request an error left behind; ``"none"`` until the pool says otherwise."""
+
+    sent: str = "none"
+
+
+class UpstreamTimeout(_Sent, Exception):
     """No free connection, no connection, no response head or no body bytes in time."""
 
     def __init__(self, message: str, kind: str = "response") -> None:
@@ -43,12 +61,13 @@ class UpstreamTimeout(Exception):
         self.kind = kind  # "pool", "connect", "response" or "body"
 
 
-class UpstreamConnectionError(Exception):
+class UpstreamConnectionError(_Sent, Exception):
     """Connecting failed, TLS failed, the upstream closed early or spoke bad HTTP."""
 
     def __init__(self, message: str, kind: str = "closed") -> None:
         super().__init__(message)
-        self.kind = kind  # "connect", "tls", "closed", "protocol" or "pool_closed": no secrets
+        # "connect", "tls", "closed", "protocol", "interim" or "pool_closed": no secrets
+        self.kind = kind
 
 
 class _Unexpected(Exception):
@@ -134,6 +153,7 @@ class _Conn(asyncio.Protocol):
         self.connected = self.active = self.dead = self.idle = self.reused = False
         self.done = self.keep_alive = self.sent = self.head_only = self.got_bytes = False
         self.read_paused = self.write_paused = False
+        self.written = 0  # of this request: an index into SENT
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -206,6 +226,7 @@ class _Conn(asyncio.Protocol):
         if status < 200:  # interim; 101 would switch protocols, which nobody asked for
             if status == 101:
                 raise _Unexpected("101 Switching Protocols")
+            self._check_interim()
             return
         length = None
         for name, value in self.raw:
@@ -219,7 +240,16 @@ class _Conn(asyncio.Protocol):
             self.keep_alive = self.parser.should_keep_alive()
         self._wake()
 
+    def _check_interim(self) -> None:
+        """A 1xx has no body (RFC 9110 15.2); llhttp would deliver one if it were framed."""
+        if any(name.lower() in _FRAMING for name, _ in self.raw):
+            self._fail(UpstreamConnectionError("interim (1xx) answer with a body", "interim"))
+            raise _Unexpected("interim answer with a body")
+
     def on_body(self, body: bytes) -> None:
+        if self.resp is None:  # a body before the final head: never part of the answer
+            self._fail(UpstreamConnectionError("interim (1xx) answer with a body", "interim"))
+            raise _Unexpected("interim answer with a body")
         self.chunks.append(body)
         self.buffered += len(body)
         if self.buffered > _HIGH_WATER and not self.read_paused:
@@ -314,6 +344,7 @@ class _Conn(asyncio.Protocol):
         deadline: float,
     ) -> Response:
         self.got_bytes = False
+        self.written = 0
         if self.dead or self.transport.is_closing():  # nothing sent yet: any request may retry
             raise UpstreamConnectionError("connection closed while idle")
         self._begin(head_only, stream is None)
@@ -356,6 +387,7 @@ class _Conn(asyncio.Protocol):
         else:
             transport.write(head)
             transport.write(body)
+        self.written = 2 if self.sent else 1  # a streamed body is still to come
 
     async def _stream(self, stream: AsyncIterator[bytes], length: int | None) -> None:
         transport = self.transport
@@ -381,6 +413,7 @@ class _Conn(asyncio.Protocol):
         elif left:
             raise ValueError("request body is shorter than its content_length")
         self.sent = True
+        self.written = 2
 
 
 def _framing(
@@ -413,6 +446,7 @@ class Pool:
         connect_timeout: float = 5.0,
         timeout: float = 10.0,
         keepalive_timeout: float = 15.0,
+        pool_timeout: float | None = None,
     ) -> None:
         if url.scheme not in ("http", "https") or not url.raw_host:
             raise ValueError(f"not an http(s) origin: {url.origin()}")
@@ -424,10 +458,21 @@ class Pool:
         self._connect_timeout = connect_timeout
         self._timeout = timeout
         self._keepalive = keepalive_timeout
+        self._pool_timeout = timeout if pool_timeout is None else pool_timeout
         self._idle: deque[_Conn] = deque()  # most recently used on the right
         self._waiters: deque[asyncio.Future[_Conn | None]] = deque()
         self._open = 0  # connections counted against limit: connecting, busy or idle
         self._closed = False
+
+    @property
+    def idle_count(self) -> int:
+        """Open connections waiting in the pool for the next request."""
+        return len(self._idle)
+
+    @property
+    def in_use(self) -> int:
+        """Slots taken by a request: connecting, sending, or holding an unreleased answer."""
+        return self._open - len(self._idle)
 
     async def request(
         self,
@@ -445,16 +490,29 @@ class Pool:
         deadline = loop.time() + self._timeout
         retry = stream is None and method in _IDEMPOTENT
         fresh = False
+        written = 0  # the most any attempt wrote: what the caller may tell the app
         while True:
-            conn = await self._acquire(loop, deadline, fresh)
+            try:
+                conn = await self._acquire(loop, deadline, fresh)
+            except (UpstreamConnectionError, UpstreamTimeout) as exc:
+                exc.sent = SENT[written]
+                raise
             try:
                 return await conn.send(
                     head, data, stream, content_length, method == "HEAD", deadline
                 )
-            except UpstreamConnectionError:
+            except (UpstreamConnectionError, UpstreamTimeout) as exc:
+                written = max(written, conn.written)
+                exc.sent = SENT[written]
                 # A kept-alive connection the upstream closed as we reused it: resend once if
                 # nothing was sent yet, or the request is idempotent and fully replayable.
-                if fresh or not conn.reused or conn.got_bytes or (conn.active and not retry):
+                if (
+                    isinstance(exc, UpstreamTimeout)
+                    or fresh
+                    or not conn.reused
+                    or conn.got_bytes
+                    or (conn.active and not retry)
+                ):
                     raise
                 fresh = True
 
@@ -504,7 +562,7 @@ class Pool:
             if self._open < self._limit:
                 self._open += 1
                 return await self._connect(loop, deadline)
-            got = await self._queue(loop, deadline)
+            got = await self._queue(loop, min(deadline, loop.time() + self._pool_timeout))
             if got is None:  # a slot was handed over
                 return await self._connect(loop, deadline)
             if not fresh:

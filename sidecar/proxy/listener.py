@@ -93,6 +93,7 @@ def error_answer(err: SidecarError, keep: bool) -> tuple[bytes, int]:
     body's length, for the access line."""
     body = json.dumps(err.body()).encode()
     close = b"" if keep else b"Connection: close\r\n"
+    close += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in err.headers.items())
     phrase = _PHRASES.get(err.status, b"")
     head = _ERROR_HEAD % (err.status, phrase, len(body), err.code.encode(), close)
     return head + body, len(body)

@@ -27,8 +27,10 @@ from sidecar.proxy import client as http1
 from sidecar.proxy import intercept
 from sidecar.proxy.request import ProxyRequest as Incoming
 from sidecar.proxykeys.guard import admit
+from sidecar.proxykeys.permissions import decoded_path
 from sidecar.runtime import Runtime
-from sidecar.schemes.base import Credential, OutboundRequest
+from sidecar.schemes.base import Credential, OutboundRequest, Scheme
+from sidecar.schemes.driver import drive
 from sidecar.upstreams import Upstream
 
 log = get_logger("sidecar.proxy")
@@ -52,12 +54,15 @@ HOP_BY_HOP = frozenset(
 # C0 (but TAB), DEL, C1 and the Unicode line separators: none is ever forwarded.
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _CHUNK = 64 * 1024
+SENT_HEADER = "X-Sidecar-Request-Sent"
 
 
 def route(rt: Runtime, request: Incoming) -> tuple[Upstream, str, str]:
     """(upstream, raw path below the upstream, raw query) or SC4001."""
     target = request.raw_path
     if target.startswith(("http://", "https://")):
+        if "#" in target:  # yarl would drop it here, before check_target could see it
+            raise SidecarError("SC4027")
         url = URL(target, encoded=True)
         host = (url.host or "").lower()
         for upstream in rt.upstreams.values():
@@ -71,7 +76,21 @@ def route(rt: Runtime, request: Incoming) -> tuple[Upstream, str, str]:
     return rt.upstreams[first], "/" + rest, query
 
 
+def check_target(raw_path: str, raw_query: str) -> None:
+    """Refuse what would make the path the provider gets differ from the one checked.
+
+    A fragment is never sent (yarl drops it, so ``/a#/b`` would be checked as ``/a#/b`` and
+    sent as ``/a``): SC4027. An encoded slash or backslash, or a bare backslash, is decoded
+    by some providers into a separator: SC4028, so the decoded path a proxy key is checked
+    against (``permissions.decoded_path``) has the same segments as the path that is sent.
+    """
+    if "#" in raw_query:
+        raise SidecarError("SC4027")
+    decoded_path(raw_path)
+
+
 def upstream_url(upstream: Upstream, raw_path: str, raw_query: str) -> URL:
+    check_target(raw_path, raw_query)
     if ("." in raw_path and any(seg in ("..", ".") for seg in raw_path.split("/"))) or (
         "%" in raw_path and "%2e" in raw_path.lower()
     ):
@@ -182,35 +201,36 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 async def send(
     pool: http1.Pool,
-    scheme: Any,
+    scheme: Scheme,
     outbound: OutboundRequest,
     cred: Credential,
     stream: AsyncIterator[bytes] | None,
     content_length: int | None,
 ) -> http1.Response:
-    """Drive the auth flow: one send, at most one retry; returns the answer to relay.
+    """Drive the auth flow (one send, at most one retry); returns the answer to relay.
 
-    A streamed body cannot be sent twice, which is why schemes that replay read it whole.
+    A streamed body cannot be sent twice, which is why schemes that replay read it whole. Any
+    502/504 raised here, by the pool or by the flow (a token refresh failing after a 401),
+    carries ``X-Sidecar-Request-Sent``: the most any attempt wrote of the request.
     """
-    flow = scheme.auth_flow(outbound, cred)
-    try:
-        req = await flow.__anext__()
-        for attempt in (1, 2):
-            if req.body is not None:
-                resp = await _send_once(pool, req, req.body, None)
-            else:
-                resp = await _send_once(pool, req, stream, content_length)
-            try:
-                retry = await flow.asend(resp)
-            except StopAsyncIteration:
-                break
-            if attempt == 2:
-                break
-            resp.release()
-            req = retry
+    answered = False  # once an attempt is answered, the whole request went out
+
+    async def once(req: OutboundRequest) -> http1.Response:
+        nonlocal answered
+        if req.body is not None:
+            resp = await _send_once(pool, req, req.body, None)
+        else:
+            resp = await _send_once(pool, req, stream, content_length)
+        answered = True
         return resp
-    finally:
-        await flow.aclose()
+
+    try:
+        return await drive(scheme.auth_flow(outbound, cred), once, http1.Response.release)
+    except SidecarError as err:
+        if err.status in (502, 503, 504):  # a failed send said what it wrote; else nothing was
+            told = err.headers.get(SENT_HEADER, "none")
+            err.headers[SENT_HEADER] = "complete" if answered else told
+        raise
 
 
 async def _send_once(
@@ -223,12 +243,18 @@ async def _send_once(
         return await pool.request(
             req.method, req.url.raw_path_qs, req.headers.items(), data, content_length
         )
-    except http1.UpstreamTimeout:
-        raise SidecarError("SC4006", f"Upstream {req.url.host} timed out") from None
+    except http1.UpstreamTimeout as exc:
+        err = SidecarError("SC4006", f"Upstream {req.url.host} timed out")
+        if exc.kind == "pool":
+            err = SidecarError("SC4026", f"Upstream {req.url.host}: no free connection in time")
+        err.headers[SENT_HEADER] = exc.sent
+        raise err from None
     except http1.UpstreamConnectionError as exc:
-        raise SidecarError(
-            "SC4007", f"Upstream {req.url.host} connection failed ({exc.kind})"
-        ) from None
+        err = SidecarError("SC4007", f"Upstream {req.url.host} connection failed ({exc.kind})")
+        if exc.kind == "interim":
+            err = SidecarError("SC4025", f"Upstream {req.url.host} sent a 1xx answer with a body")
+        err.headers[SENT_HEADER] = exc.sent
+        raise err from None
 
 
 class _SmallRelay(web.StreamResponse):
@@ -308,7 +334,8 @@ async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse
 
 
 def refusal(err: SidecarError) -> web.Response:
-    return web.json_response(err.body(), status=err.status, headers={"X-Sidecar-Error": err.code})
+    headers = {**err.headers, "X-Sidecar-Error": err.code}
+    return web.json_response(err.body(), status=err.status, headers=headers)
 
 
 async def handle_connect(rt: Runtime, request: web.Request) -> web.StreamResponse:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from multidict import CIMultiDict
 from yarl import URL
@@ -22,7 +21,7 @@ from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.proxy.request import ProxyRequest
 from sidecar.proxykeys.index import KeyEntry
-from sidecar.proxykeys.permissions import first_match
+from sidecar.proxykeys.permissions import decoded_path, first_match
 from sidecar.proxykeys.signing import SIGNATURE, TIMESTAMP, ReplayGuard, check_timestamp, verify
 from sidecar.store import now_iso
 
@@ -103,7 +102,7 @@ async def admit(
         headers.popall(name, None)
     entry = await rt.keys.authenticate(cfg.credential, presented_key(request, cfg.proxy_key_header))
     audit.keyed(request, entry.key_id)
-    permission = first_match(entry.permissions, request.method, unquote(raw_path))
+    permission = first_match(entry.permissions, request.method, decoded_path(raw_path))
     if permission is None:
         raise SidecarError("SC5003", f"Key {entry.key_id} does not permit this request")
     audit.keyed(request, entry.key_id, permission.pattern)

@@ -117,6 +117,14 @@ class Scheme(Protocol):
         """Receive the upstream's pooled session (token requests use it). Called once."""
         ...
 
+    def counters(self) -> Mapping[str, int]:
+        """Monotonic counters the metrics endpoint publishes, read at scrape time.
+
+        Names are fixed per scheme; ``metrics.py`` knows ``token_requests`` and
+        ``token_failures`` (``sidecar_token_fetches``). Never a secret, never a label value.
+        """
+        ...
+
 
 class SchemeBase:
     """Defaults shared by the built-in schemes; a plugin may use it or not."""
@@ -131,6 +139,9 @@ class SchemeBase:
 
     def bind(self, http: aiohttp.ClientSession) -> None:
         self.http = http
+
+    def counters(self) -> Mapping[str, int]:
+        return {}
 
 
 @dataclass(frozen=True, slots=True)

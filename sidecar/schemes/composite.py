@@ -4,12 +4,17 @@ PayNet's reports API wants a Bearer token *and* an ``X-Signature``; Azupay's HMA
 want the API key *and* a signature. Each part signs in turn; if one part asks for a retry (a
 refreshed token after a 401), the parts after it sign the retried request afresh. Still at most
 one retry in all.
+
+Every part's flow is closed on every way out (a part failing to sign, a part raising on the
+answer, the driver closing this flow early), so a part's ``finally`` never waits for the
+garbage collector. The proxy and verify probes drive this flow with the one driver
+(``schemes/driver.py``) like any other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -17,10 +22,11 @@ from sidecar.schemes.base import (
     AuthFlow,
     Credential,
     OutboundRequest,
+    Scheme,
     SchemeBase,
     UpstreamContext,
 )
-from sidecar.schemes.probe import probe_with
+from sidecar.schemes.probe import Probe, probe_with
 
 
 def _union(groups: Sequence[Sequence[str]]) -> tuple[str, ...]:
@@ -30,7 +36,7 @@ def _union(groups: Sequence[Sequence[str]]) -> tuple[str, ...]:
 class Composite(SchemeBase):
     name = "composite"
 
-    def __init__(self, parts: Sequence[Any], upstream: UpstreamContext) -> None:
+    def __init__(self, parts: Sequence[Scheme], upstream: UpstreamContext) -> None:
         self.parts = list(parts)
         self.upstream = upstream
         self.requires_request_body = any(p.requires_request_body for p in parts)
@@ -50,28 +56,37 @@ class Composite(SchemeBase):
         for part in self.parts:
             part.bind(http)
 
+    def counters(self) -> Mapping[str, int]:
+        """The parts' counters, summed by name (one token endpoint per part at most)."""
+        total: Counter[str] = Counter()
+        for part in self.parts:
+            total.update(part.counters())
+        return dict(total)
+
     async def _sign(
-        self, parts: Sequence[Any], request: OutboundRequest, cred: Credential
-    ) -> tuple[OutboundRequest, list[AuthFlow]]:
-        flows: list[AuthFlow] = []
+        self,
+        parts: Sequence[Scheme],
+        request: OutboundRequest,
+        cred: Credential,
+        flows: list[AuthFlow],
+    ) -> OutboundRequest:
+        """Each part signs in turn; its flow joins ``flows`` before it runs, to be closed."""
         for part in parts:
             flow = part.auth_flow(request, cred)
-            request = await flow.__anext__()
             flows.append(flow)
-        return request, flows
+            request = await flow.__anext__()
+        return request
 
     async def auth_flow(self, request: OutboundRequest, cred: Credential) -> AuthFlow:
-        request, flows = await self._sign(self.parts, request, cred)
-        response = yield request
+        flows: list[AuthFlow] = []
         try:
-            for i, flow in enumerate(flows):
+            response = yield await self._sign(self.parts, request, cred, flows)
+            for i, flow in enumerate(list(flows)):
                 try:
                     retry = await flow.asend(response)
                 except StopAsyncIteration:
                     continue
-                retry, later = await self._sign(self.parts[i + 1 :], retry, cred)
-                flows += later
-                yield retry
+                yield await self._sign(self.parts[i + 1 :], retry, cred, flows)
                 return
         finally:
             for flow in flows:
@@ -79,9 +94,10 @@ class Composite(SchemeBase):
 
     async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
         """Parts without a probe verify themselves (a token request); a probe runs through all."""
-        probes = [p.probe for p in self.parts if getattr(p, "probe", None) is not None]
-        for part in self.parts:
-            if getattr(part, "probe", None) is None:
+        probes: list[Probe | None] = [getattr(p, "probe", None) for p in self.parts]
+        for part, probe in zip(self.parts, probes, strict=True):
+            if probe is None:
                 await part.verify(cred, http)
-        if probes:
-            await probe_with(self, cred, http, probes[0], self.upstream)
+        chosen = [probe for probe in probes if probe is not None]
+        if chosen:
+            await probe_with(self, cred, http, chosen[0], self.upstream)

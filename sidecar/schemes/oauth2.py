@@ -28,7 +28,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import quote_plus
@@ -147,6 +147,7 @@ class OAuth2ClientCredentials(SchemeBase):
         self.secret_fields = ("client_secret",)
         self.optional_fields = ()
         self.token_requests = 0
+        self.token_failures = 0
         self.clock: Callable[[], float] = time.monotonic
         self.jitter: Callable[[float], float] = lambda step: random.uniform(step / 2, step)
         self._slots: dict[tuple[str, int], _Slot] = {}
@@ -160,6 +161,10 @@ class OAuth2ClientCredentials(SchemeBase):
         token = await self.token(cred, stale=token)
         request.headers["Authorization"] = f"Bearer {token}"
         yield request
+
+    def counters(self) -> Mapping[str, int]:
+        """Token fetches made and failed (``sidecar_token_fetches``)."""
+        return {"token_requests": self.token_requests, "token_failures": self.token_failures}
 
     async def verify(self, cred: Credential, http: aiohttp.ClientSession) -> None:
         """A token request is the cheapest authenticated call; nothing is cached from it."""
@@ -262,8 +267,13 @@ class OAuth2ClientCredentials(SchemeBase):
             ) as resp:
                 status, raw = resp.status, await resp.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
+            self.token_failures += 1
             raise TokenEndpointError(name, type(exc).__name__, "unreachable") from None
-        return self._parse(status, raw)
+        try:
+            return self._parse(status, raw)
+        except TokenEndpointError:
+            self.token_failures += 1
+            raise
 
     def _parse(self, status: int, raw: bytes) -> tuple[str, float]:
         name = self.upstream.name

@@ -6,10 +6,10 @@ with the candidate credential and reads the status: a 401/403 means the provider
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 import aiohttp
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import Field
 
 from sidecar.errors import SidecarError, VerificationFailed
@@ -17,10 +17,11 @@ from sidecar.schemes.base import (
     AuthFlow,
     Credential,
     OutboundRequest,
+    Scheme,
     SchemeOptions,
     UpstreamContext,
-    UpstreamResponse,
 )
+from sidecar.schemes.driver import drive
 
 
 class Probe(SchemeOptions):
@@ -44,13 +45,25 @@ def probe_request(probe: Probe, upstream: UpstreamContext) -> OutboundRequest:
     return OutboundRequest(probe.method.upper(), upstream.join(probe.path), headers, body)
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """A probe's answer, read whole: what the flow sees, plus the body a verify may parse."""
+
+    status: int
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+def _keep(_answer: _Answer) -> None:
+    """Nothing to release: each answer was read whole and its connection returned at once."""
+
+
 async def send_flow(
     flow: AuthFlow, http: aiohttp.ClientSession, timeout: float
 ) -> tuple[int, bytes]:
-    """Drive an auth flow with buffered bodies: at most one extra send (a bounded retry)."""
-    request = await flow.__anext__()
-    status, body = 0, b""
-    for _ in range(2):
+    """Drive an auth flow with buffered bodies through the one driver (a bounded retry)."""
+
+    async def send(request: OutboundRequest) -> _Answer:
         async with http.request(
             request.method,
             request.url,
@@ -59,14 +72,10 @@ async def send_flow(
             allow_redirects=False,
             timeout=aiohttp.ClientTimeout(total=timeout),
         ) as resp:
-            status, body = resp.status, await resp.read()
-            seen = UpstreamResponse(resp.status, resp.headers)
-        try:
-            request = await flow.asend(seen)
-        except StopAsyncIteration:
-            break
-    await flow.aclose()
-    return status, body
+            return _Answer(resp.status, resp.headers, await resp.read())
+
+    answer = await drive(flow, send, _keep)
+    return answer.status, answer.body
 
 
 async def run_probe(
@@ -84,7 +93,7 @@ async def run_probe(
 
 
 async def probe_with(
-    scheme: Any,
+    scheme: Scheme,
     cred: Credential,
     http: aiohttp.ClientSession,
     probe: Probe,

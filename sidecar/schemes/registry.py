@@ -11,7 +11,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import Any
 
-from sidecar.schemes.base import SchemeOptions, UpstreamContext
+from sidecar.schemes.base import Scheme, SchemeOptions, UpstreamContext
 
 _BUILTINS = {
     "placetopay": "sidecar.schemes.placetopay:PlaceToPay",
@@ -47,9 +47,19 @@ def scheme_class(name: str) -> Any:
     return plugins[name].load()
 
 
-def build_scheme(specs: list[tuple[str, SchemeOptions]], upstream: UpstreamContext) -> Any:
+def build_scheme(specs: list[tuple[str, SchemeOptions]], upstream: UpstreamContext) -> Scheme:
     """One scheme, or a Composite applying several in order over one credential."""
     from sidecar.schemes.composite import Composite
 
-    parts = [scheme_class(name)(options, upstream) for name, options in specs]
+    parts: list[Scheme] = [
+        _checked(name, scheme_class(name)(options, upstream)) for name, options in specs
+    ]
     return parts[0] if len(parts) == 1 else Composite(parts, upstream)
+
+
+def _checked(name: str, scheme: Any) -> Scheme:
+    """A plugin is loaded untyped, so the protocol is checked here, at config load, not later
+    (a scheme without ``counters()`` would otherwise fail the first ``/metrics`` scrape)."""
+    if not isinstance(scheme, Scheme):
+        raise TypeError(f"scheme {name!r} does not implement the Scheme protocol (see SchemeBase)")
+    return scheme

@@ -580,6 +580,115 @@ async def test_interim_responses_are_skipped() -> None:
         assert resp.raw_headers == [(b"Content-Length", b"5"), (b"X-Final", b"1")]
 
 
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 150 X\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nHELLO\r\n0\r\n\r\n",
+        b"HTTP/1.1 199 X\r\nContent-Length: 5\r\n\r\nHELLO",
+        b"HTTP/1.1 103 Early\r\nContent-Length: 0\r\n\r\n",
+    ],
+    ids=["chunked", "content-length", "empty-length"],
+)
+async def test_interim_answer_with_a_body_is_refused(interim: bytes) -> None:
+    """A framed 1xx is kind interim, its bytes never surface, and the connection is dropped."""
+    closed = asyncio.Event()
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        writer.write(interim + ok())
+        await writer.drain()
+        if await reader.read() == b"":
+            closed.set()
+
+    async with raw_origin(serve) as origin, pool_for(origin) as pool:
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await get(pool, "/")
+        assert (caught.value.kind, caught.value.sent) == ("interim", "complete")
+        await asyncio.wait_for(closed.wait(), 5)
+        assert (pool.in_use, pool.idle_count) == (0, 0)
+        assert origin.connections == 1  # not retried: the upstream had answered
+
+
+# --------------------------------------------------------------------------- was it sent?
+
+
+async def test_sent_is_none_when_nothing_was_written() -> None:
+    """No connection, no byte written: ``none``."""
+    pool = Pool(URL(f"http://127.0.0.1:{closed_port()}"), None)
+    with pytest.raises(UpstreamConnectionError) as caught:
+        await pool.request("POST", "/", (), b"pay")
+    assert caught.value.sent == "none"
+    await pool.close()
+
+
+async def test_sent_is_partial_when_the_upstream_left_mid_body() -> None:
+    """The head and part of a streamed body were written when the upstream closed: ``partial``."""
+    gone, read = asyncio.Event(), asyncio.Event()
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        await reader.readexactly(4)
+        read.set()  # and the connection closes
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"0123"
+        await gone.wait()
+        yield b"456789"
+
+    async with raw_origin(serve) as origin, pool_for(origin) as pool:
+        task = asyncio.create_task(get(pool, "/", "POST", body=body(), content_length=10))
+        await asyncio.wait_for(read.wait(), 5)
+        while pool.in_use:  # until the upstream's close reached the pool
+            await asyncio.sleep(0.01)
+        gone.set()
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await task
+        assert caught.value.sent == "partial"
+
+
+async def test_sent_is_complete_when_the_whole_request_was_written() -> None:
+    """The upstream read the whole request, then closed or stayed silent: ``complete``."""
+
+    async def close_after(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        await reader.readexactly(3)
+
+    async with raw_origin(close_after) as origin, pool_for(origin) as pool:
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await get(pool, "/", "POST", body=b"pay")
+        assert caught.value.sent == "complete"
+
+    async def silent(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        await reader.read()
+
+    async with raw_origin(silent) as origin, pool_for(origin, timeout=0.2) as pool:
+        with pytest.raises(UpstreamTimeout) as timed_out:
+            await get(pool, "/", "POST", body=stream_of(b"pay"))
+        assert (timed_out.value.kind, timed_out.value.sent) == ("response", "complete")
+
+
+async def test_pool_timeout_bounds_only_the_wait_for_a_connection() -> None:
+    """Past pool_timeout a waiter gets kind pool with nothing sent; the held request goes on."""
+    async with web_origin() as origin, pool_for(origin, limit=1, pool_timeout=0.1) as pool:
+        held = await pool.request("GET", "/echo", (), None)
+        with pytest.raises(UpstreamTimeout) as caught:
+            await pool.request("POST", "/echo", (), b"pay")
+        assert (caught.value.kind, caught.value.sent) == ("pool", "none")
+        assert (pool.in_use, pool.idle_count) == (1, 0)
+        await held.read()
+        assert (pool.in_use, pool.idle_count) == (0, 1)
+        assert len(origin.peers) == 1
+
+
 async def test_duplicate_headers_and_latin1() -> None:
     """Repeated headers keep order and every value; non-ASCII bytes decode as latin-1, unharmed."""
     async with web_origin() as origin, pool_for(origin) as pool:
@@ -1023,6 +1132,8 @@ UVLOOP_CASES = [
     test_head_204_304_have_no_body,
     test_body_after_a_head_answer_is_not_taken_for_the_next_response,
     test_interim_responses_are_skipped,
+    test_sent_is_partial_when_the_upstream_left_mid_body,
+    test_pool_timeout_bounds_only_the_wait_for_a_connection,
     test_a_connection_granted_to_a_cancelled_waiter_is_passed_on,
     test_stale_connection_is_retried_for_idempotent_requests,
     test_stale_connection_is_not_retried_for_post_or_a_streamed_body,
