@@ -55,7 +55,12 @@ class AdminAuth:
 def static_token(cfg: Config) -> str | None:
     """``admin.token_file`` (read once, at start) or ``admin.token``; None when neither is set."""
     if cfg.admin.token_file is not None:
-        return Path(cfg.admin.token_file).read_text().strip() or None
+        try:
+            return Path(cfg.admin.token_file).read_text().strip() or None
+        except OSError as exc:  # named, never echoed: the path is config, the content a secret
+            raise SidecarError(
+                "SC6002", f"admin.token_file: cannot read ({exc.strerror})"
+            ) from None
     if cfg.admin.token is not None and cfg.admin.token.get_secret_value():
         return cfg.admin.token.get_secret_value()
     return None

@@ -428,3 +428,43 @@ async def test_unix_socket_admin_listener_is_0600_and_needs_no_header(
     ):
         names = [c["name"] for c in (await r.json())["credentials"]]
     assert (r.status, names) == (200, ["azupay", "paynet"])
+
+
+async def test_proxy_role_never_creates_the_transit_key(openbao: OpenBao, prefix: str) -> None:
+    """Even with create_transit_key: true and a token that could create it (root), the proxy
+    role's start-up only checks the key: a missing key is SC3002 and stays missing."""
+    key = f"absent-{uuid.uuid4().hex[:8]}"
+    cfg = role_config(openbao, prefix, {}, ROOT_TOKEN)
+    vault = cfg.vault.model_copy(update={"transit_key": key, "create_transit_key": True})
+    server = Server(cfg.model_copy(update={"vault": vault}), "proxy")
+    await server.runtime.vault.login()
+    with pytest.raises(SidecarError) as exc:
+        await server.runtime.vault.ensure_transit_key()
+    assert exc.value.code == "SC3002"
+    with pytest.raises(hv.InvalidPath):
+        openbao.client().secrets.transit.read_key(name=key)
+    server.runtime.vault.close()
+
+
+async def test_admin_role_static_token_from_a_file(
+    openbao: OpenBao, prefix: str, seeded: dict[str, Any], servers: list[Server], tmp_path: Path
+) -> None:
+    """The single-host option: `Authorization: Bearer <admin.token_file>` is let in, a wrong or
+    missing token is 401 SC1007, and the token never appears in an answer."""
+    token = "static-admin-token-for-this-test"
+    path = tmp_path / "admin.token"
+    path.write_text(token + "\n")
+    cfg = role_config(openbao, prefix, seeded["upstreams"], ROOT_TOKEN)
+    admin_cfg = cfg.admin.model_copy(update={"token_file": path, "vault_tokens": False})
+    server = Server(cfg.model_copy(update={"admin": admin_cfg}), "admin")
+    servers.append(server)
+    await server.start()
+    await server.runtime.wait_ready(15)
+    url = f"http://{cfg.listen.admin}/v1/credentials"
+    statuses = []
+    async with aiohttp.ClientSession() as http:
+        for header in (f"Bearer {token}", f"Bearer {token}x", "", token):
+            async with http.get(url, headers={"Authorization": header}) as r:
+                statuses.append((r.status, (await r.json()).get("code")))
+                assert token not in await r.text()
+    assert statuses == [(200, None), (401, "SC1007"), (401, "SC1007"), (401, "SC1007")]
