@@ -87,8 +87,10 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
             await _store_demo_credentials(http, admin, auth)
             ok = await _demo_calls(http, proxy)
         print(f"\nadmin token (this run only): {token}")
-        print(f"admin API: {admin}   (always authenticated; try:")
+        print(f"admin API: {admin}   (always authenticated), try:")
         print(f"  curl -s -H 'Authorization: Bearer {token}' {admin}/v1/credentials")
+        print("  (both roles share this process, so a change applies at once; in production it")
+        print("  reaches the pods' proxy-role sidecars at their next sync, cache.refresh_interval)")
         print(f"local API: http://{cfg.listen.local}   (read-only: /healthz /readyz /metrics)")
         print(f"metrics:   http://{cfg.listen.local}/metrics")
         if once:
