@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -36,7 +36,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 class AdminAuth:
     """How one admin listener authenticates; ``required`` False only for in-process tests."""
 
-    static_token: str | None = None
+    static_token: str | None = field(default=None, repr=False)
     vault_tokens: bool = True
     socket: bool = False
     required: bool = True
@@ -45,6 +45,12 @@ class AdminAuth:
     def from_config(cls, cfg: Config, *, socket: bool = False, required: bool = True) -> AdminAuth:
         token = static_token(cfg)
         return cls(token, cfg.admin.vault_tokens, socket, required or token is not None)
+
+    def accepts_bearer(self, header: str) -> bool:
+        """``Authorization: Bearer <static token>``, compared in constant time."""
+        if self.static_token is None:
+            return False
+        return hmac.compare_digest(header.encode(), f"Bearer {self.static_token}".encode())
 
     @property
     def configured(self) -> bool:
@@ -67,28 +73,32 @@ def static_token(cfg: Config) -> str | None:
 
 
 def admin_auth_middleware(auth: AdminAuth) -> Middleware:
-    expected = f"Bearer {auth.static_token}".encode() if auth.static_token else None
+    """No token is ever bound to a local of ``check``: its frame is in every handler traceback,
+    and a console traceback may print locals."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path in OPEN_PATHS:
             return await handler(request)
-        given = request.headers.get("X-Vault-Token")
-        if auth.vault_tokens and given:
-            caller = CallerVault(runtime(request).vault, given)
-            request[CALLER] = caller
+        vault = _caller_vault(request) if auth.vault_tokens else None
+        if vault is not None:
+            request[CALLER] = vault
             try:
                 return await handler(request)
             finally:
-                caller.close()
-        bearer = request.headers.get("Authorization", "").encode()
-        if expected is not None and hmac.compare_digest(bearer, expected):
+                vault.close()
+        if auth.accepts_bearer(request.headers.get("Authorization", "")):
             return await handler(request)
         if auth.socket or not auth.required:
             return await handler(request)
         raise SidecarError("SC1007")
 
     return check
+
+
+def _caller_vault(request: web.Request) -> CallerVault | None:
+    token = request.headers.get("X-Vault-Token")
+    return CallerVault(runtime(request).vault, token) if token else None
 
 
 def caller(request: web.Request) -> CallerVault | None:
