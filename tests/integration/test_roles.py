@@ -7,6 +7,7 @@ Vault's audit log names the caller.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -468,3 +469,42 @@ async def test_admin_role_static_token_from_a_file(
                 statuses.append((r.status, (await r.json()).get("code")))
                 assert token not in await r.text()
     assert statuses == [(200, None), (401, "SC1007"), (401, "SC1007"), (401, "SC1007")]
+
+
+async def test_admin_change_reaches_the_proxy_role_at_its_next_sync(
+    openbao: OpenBao, prefix: str, seeded: dict[str, Any], servers: list[Server]
+) -> None:
+    """Disable through `sidecar admin` with an operator's token: a separate proxy-role sidecar
+    (proxy policy) keeps serving until its next cache sync, then refuses with 403 SC4003."""
+    admin = await start_admin(openbao, prefix, seeded["upstreams"], servers)
+    cfg = role_config(
+        openbao, prefix, seeded["upstreams"], token_for(openbao, policy("proxy-policy.hcl", prefix))
+    )
+    cfg = cfg.model_copy(update={"cache": cfg.cache.model_copy(update={"refresh_interval": 0.2})})
+    proxy = Server(cfg, "proxy")
+    servers.append(proxy)
+    await proxy.start()
+    await proxy.runtime.wait_ready(15)
+    operator = token_for(
+        openbao, policy("operator-policy.example.hcl", prefix), default_policy=True
+    )
+    url = f"http://{cfg.listen.proxy}/azupay/v1/balance"
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as r:
+            assert r.status == 200
+        async with http.patch(
+            f"{admin}/v1/credentials/azupay",
+            json={"enabled": False},
+            headers={"X-Vault-Token": operator},
+        ) as r:
+            assert r.status == 200 and (await r.json())["enabled"] is False
+        seen = []
+        for _ in range(200):  # the sync runs every 0.2 s; stop at the first refusal
+            async with http.get(url) as r:
+                seen.append((r.status, r.headers.get("X-Sidecar-Error")))
+            if seen[-1][0] != 200:
+                break
+            await asyncio.sleep(0.05)
+    print(f"requests served after the disable, before the sync: {len(seen) - 1}")
+    assert seen[-1] == (403, "SC4003")
+    assert set(seen[:-1]) <= {(200, None)}
