@@ -338,7 +338,7 @@ class CallerVault(Vault):
     caller's (SC6001) and never makes the sidecar log in again.
     """
 
-    def __init__(self, owner: Vault, token: str) -> None:  # the owner's state, not a new session
+    def __init__(self, owner: Vault, token: str) -> None:  # not a session: no login, no renewal
         self.cfg = owner.cfg
         self.owner = owner
         verify: bool | str = str(owner.cfg.ca_bundle) if owner.cfg.ca_bundle else True
@@ -348,20 +348,26 @@ class CallerVault(Vault):
         self._pool = owner._pool
         self.requests = 0
         self.errors = 0
-        self.authenticated = True
-        self._renew_at = None
-        self._login_ttl = 0.0
-        self._login_lock = asyncio.Lock()
 
     async def _call_or_missing(
         self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
     ) -> T | None:
+        """One hvac call with the caller's token in the owner's threads; ``None`` on 404.
+
+        Self-contained on purpose (no re-login, no session): a 403 here is the caller's answer.
+        """
+        self.requests += 1
+        call = functools.partial(fn, *args, **kwargs)
         try:
-            return await super()._call_or_missing(what, fn, *args, may_relogin=False, **kwargs)
-        except SidecarError as exc:
-            if exc.code in ("SC3002", "SC3004"):
-                raise SidecarError("SC6001", f"Vault denied {what} to your token") from None
-            raise
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except hv.InvalidPath:
+            return None
+        except (hv.Forbidden, hv.Unauthorized):
+            self.errors += 1
+            raise SidecarError("SC6001", f"Vault denied {what} to your token") from None
+        except (hv.VaultError, requests.RequestException) as exc:
+            self.errors += 1
+            raise _map_error(exc, what) from None
 
     async def capabilities(self, paths: list[str]) -> dict[str, set[str]]:
         """``sys/capabilities-self``: what the caller's token may do on each full path."""
