@@ -9,43 +9,43 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import time
 from typing import Literal
 
 from sidecar.config import Config
-from sidecar.errors import SidecarError
-from sidecar.logging import get_logger
+from sidecar.proxykeys.store import KeyStore
 from sidecar.runtime import Runtime
+from sidecar.store import CredentialStore
 
 Role = Literal["proxy", "admin", "all"]
 ROLES: tuple[Role, ...] = ("proxy", "admin", "all")
 
-log = get_logger("sidecar.roles")
+
+class _NoCredentialCache(CredentialStore):
+    """The admin role keeps no credential cache: its policy cannot list, read or decrypt."""
+
+    async def sync(self) -> int:
+        self.last_sync = time.monotonic()  # nothing to keep fresh: "synced" by construction
+        return 0
+
+
+class _NoKeyCache(KeyStore):
+    async def sync(self) -> int:
+        return 0
 
 
 class AdminRuntime(Runtime):
     """The admin role's runtime: a Vault session and the transit key, no credential cache.
 
-    Its policy grants transit encrypt and HMAC only, so a cache sync (KV list, read, decrypt)
-    would be refused; a caller's own token does every KV read the admin API needs.
+    Its own policy grants transit encrypt and HMAC only, so a cache sync (KV list, read,
+    decrypt) would be refused; a caller's own token does every KV read the admin API needs.
+    Start-up is the runtime's own (log in, check the transit key); only the syncs are empty.
     """
 
-    async def _bootstrap(self) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.vault.login()
-                await self.vault.ensure_transit_key()
-            except SidecarError as exc:
-                log.warning("vault_bootstrap_retry", code=exc.code, error=exc.message)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), 2.0)
-                continue
-            self.bootstrapped = True
-            log.info("sidecar_ready", role="admin", upstreams=len(self.upstreams))
-            renew = asyncio.create_task(self.vault.maintain(self._stop), name="renew")
-            self._tasks.append(renew)
-            return
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.store = _NoCredentialCache(self.vault, self.field_spec)
+        self.keys = _NoKeyCache(self.vault)
 
 
 def runtime_for(config: Config, role: Role) -> Runtime:
