@@ -90,9 +90,15 @@ def wait_ok(url: str, proc: Proc, timeout: float = 30.0) -> float:
     raise RuntimeError(f"{proc.name}: {url} not ready within {timeout} s")
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+def http_json(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data, {"Content-Type": "application/json"}, method=method)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    req = urllib.request.Request(url, data, sent, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             result: dict[str, Any] = json.loads(resp.read() or b"{}")

@@ -46,12 +46,16 @@ class Settings:
     against: str | None = None  # a git revision whose sidecar/ runs beside, as "sidecar@REV"
 
 
+ADMIN_TOKEN = "bench-admin-token"  # a throwaway bench value for the one-process sidecar
+
+
 @dataclass
 class Ports:
     upstream: int = field(default_factory=free_port)
     forwarder: int = field(default_factory=free_port)
     proxy: int = field(default_factory=free_port)
     admin: int = field(default_factory=free_port)
+    local: int = field(default_factory=free_port)
     against_proxy: int = field(default_factory=free_port)
     against_admin: int = field(default_factory=free_port)
 
@@ -67,7 +71,12 @@ def sidecar_config(s: Settings, ports: Ports, vault_addr: str) -> dict[str, Any]
             "auth": {"method": "token", "token": ROOT_TOKEN},
             "prefix": f"bench/{uuid.uuid4().hex[:8]}",
         },
-        "listen": {"proxy": f"127.0.0.1:{ports.proxy}", "admin": f"127.0.0.1:{ports.admin}"},
+        "listen": {
+            "proxy": f"127.0.0.1:{ports.proxy}",
+            "admin": f"127.0.0.1:{ports.admin}",
+            "local": f"127.0.0.1:{ports.local}",
+        },
+        "admin": {"token": ADMIN_TOKEN},
         "logging": {"level": "info", "format": "json"},
         "cache": {"refresh_interval": REFRESH_INTERVAL},
         "upstreams": {sc.name: sc.upstream_config(upstream) for sc in s.scenarios},
@@ -81,9 +90,10 @@ def start_sidecar(
     started: list[procs.Proc],
     cprofile: Path | None = None,
 ) -> tuple[procs.Proc, float]:
-    """Spawn ``sidecar run``; seconds from spawn to ``/readyz`` 200 (polled every 10 ms)."""
+    """Spawn ``sidecar run --role all`` (proxy and admin in one process, so the bench can store
+    its credentials); seconds from spawn to ``/readyz`` 200 (polled every 10 ms)."""
     logs = s.logs
-    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--config", str(config_path)]
+    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--role", "all", "--config", str(config_path)]
     if cprofile is not None:  # cProfile needs the bench package: the dev venv
         cmd = [sys.executable, "-m", "bench.cpuprofile", str(cprofile), *cmd[1:]]
     proc = procs.spawn("sidecar", cmd, logs / "sidecar.log")
@@ -128,7 +138,8 @@ def store_credentials(s: Settings, ports: Ports) -> None:
     for sc in s.scenarios:
         name = sc.upstream_config("")["credential"]
         body = {"upstream": sc.name, "environment": "sandbox", "fields": sc.fields}
-        procs.http_json("PUT", f"{ports.url(ports.admin)}/v1/credentials/{name}", body)
+        url = f"{ports.url(ports.admin)}/v1/credentials/{name}"
+        procs.http_json("PUT", url, body, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
 
 def target(sc: Scenario, base: str, prefix: str) -> load.Target:
@@ -172,7 +183,7 @@ def run(s: Settings) -> dict[str, Any]:
             "refresh_interval": REFRESH_INTERVAL,
             "venv": s.sidecar_bin.parent.name,
         }
-        metrics_url = ports.url(ports.admin) + "/metrics"
+        metrics_url = ports.url(ports.local) + "/metrics"
         vault_before = procs.vault_requests(metrics_url)
         load_started = time.monotonic()
         spy = pyspy.start(sidecar, s.profile) if s.profile else None

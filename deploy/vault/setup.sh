@@ -3,9 +3,13 @@
 #
 #   1. KV v2 at $KV_MOUNT (enabled if missing; refuses a KV v1 mount rather than upgrading it)
 #   2. transit at $TRANSIT_MOUNT and the key $TRANSIT_KEY (created once; never rotated here)
-#   3. the policy $POLICY_NAME, rendered from sidecar-policy.hcl for the values below
+#   3. two policies, rendered for the values below: $POLICY_NAME from proxy-policy.hcl (read and
+#      decrypt: every application pod) and $ADMIN_POLICY_NAME from admin-policy.hcl (transit
+#      encrypt + HMAC: the `sidecar admin` Deployment); with WRITE_OPERATOR_POLICY=true also
+#      $OPERATOR_POLICY_NAME from operator-policy.example.hcl (a person's KV write rights)
 #   4. kubernetes auth at $K8S_AUTH_MOUNT (configured only when new or when KUBERNETES_HOST is set)
-#   5. the role $ROLE: service account $SERVICE_ACCOUNT in $NAMESPACE, token audience $AUDIENCE
+#   5. the role $ROLE: service account $SERVICE_ACCOUNT in $NAMESPACE -> $POLICY_NAME (proxy), and
+#      the role $ADMIN_ROLE: $ADMIN_SERVICE_ACCOUNT in $ADMIN_NAMESPACE -> $ADMIN_POLICY_NAME
 #
 # Needs the `bao` or `vault` CLI (VAULT_CLI to choose), logged in with a token allowed to manage
 # mounts, policies and auth (BAO_ADDR/BAO_TOKEN or VAULT_ADDR/VAULT_TOKEN).
@@ -17,7 +21,7 @@
 # is required.
 #
 # Usage: setup.sh            set everything up
-#        setup.sh --print-policy   print the rendered policy and exit
+#        setup.sh --print-policy [proxy|admin|operator]   print a rendered policy and exit
 set -euo pipefail
 
 KV_MOUNT=${KV_MOUNT:-secret}
@@ -25,10 +29,16 @@ PREFIX=${PREFIX:-sidecar/payments}
 TRANSIT_MOUNT=${TRANSIT_MOUNT:-transit}
 TRANSIT_KEY=${TRANSIT_KEY:-sidecar}
 POLICY_NAME=${POLICY_NAME:-sidecar-payments}
+ADMIN_POLICY_NAME=${ADMIN_POLICY_NAME:-sidecar-payments-admin}
+OPERATOR_POLICY_NAME=${OPERATOR_POLICY_NAME:-sidecar-payments-operator}
+WRITE_OPERATOR_POLICY=${WRITE_OPERATOR_POLICY:-false}
 K8S_AUTH_MOUNT=${K8S_AUTH_MOUNT:-kubernetes}
 ROLE=${ROLE:-payments}
 SERVICE_ACCOUNT=${SERVICE_ACCOUNT:-payments-app}
 NAMESPACE=${NAMESPACE:-payments}
+ADMIN_ROLE=${ADMIN_ROLE:-payments-admin}
+ADMIN_SERVICE_ACCOUNT=${ADMIN_SERVICE_ACCOUNT:-sidecar-admin}
+ADMIN_NAMESPACE=${ADMIN_NAMESPACE:-$NAMESPACE}
 AUDIENCE=${AUDIENCE:-vault}
 TOKEN_TTL=${TOKEN_TTL:-1h}
 TOKEN_MAX_TTL=${TOKEN_MAX_TTL:-4h}
@@ -36,26 +46,35 @@ KUBERNETES_HOST=${KUBERNETES_HOST:-}
 KUBERNETES_CA_CERT=${KUBERNETES_CA_CERT:-}
 TOKEN_REVIEWER_JWT_FILE=${TOKEN_REVIEWER_JWT_FILE:-}
 DISABLE_LOCAL_CA_JWT=${DISABLE_LOCAL_CA_JWT:-false}
-POLICY_FILE=${POLICY_FILE:-"$(cd "$(dirname "$0")" && pwd)/sidecar-policy.hcl"}
+HERE=$(cd "$(dirname "$0")" && pwd)
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 say() { echo "setup.sh: $*"; }
 
 check_values() {
   local name value
-  for name in KV_MOUNT PREFIX TRANSIT_MOUNT TRANSIT_KEY POLICY_NAME K8S_AUTH_MOUNT ROLE; do
+  for name in KV_MOUNT PREFIX TRANSIT_MOUNT TRANSIT_KEY POLICY_NAME ADMIN_POLICY_NAME \
+      OPERATOR_POLICY_NAME K8S_AUTH_MOUNT ROLE ADMIN_ROLE; do
     value=${!name}
     [[ $value =~ ^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$ ]] \
       || die "$name=$value: use letters, digits, . _ - and inner slashes only"
   done
 }
 
-# The policy file holds the defaults; rewrite only its quoted paths, so comments stay as they are.
+# Each policy file holds the defaults; rewrite only its quoted paths, so comments stay as they are.
+# $1: proxy, admin or operator.
 render_policy() {
+  local file
+  case ${1:-proxy} in
+    proxy) file=$HERE/proxy-policy.hcl ;;
+    admin) file=$HERE/admin-policy.hcl ;;
+    operator) file=$HERE/operator-policy.example.hcl ;;
+    *) die "no policy named $1 (proxy, admin or operator)" ;;
+  esac
   sed -E \
     -e "s#^path \"secret/(data|metadata)/sidecar/payments/#path \"$KV_MOUNT/\\1/$PREFIX/#" \
     -e "s#^path \"transit/(encrypt|decrypt|hmac|verify|keys)/sidecar(\"|/)#path \"$TRANSIT_MOUNT/\\1/$TRANSIT_KEY\\2#" \
-    "$POLICY_FILE"
+    "$file"
 }
 
 pick_cli() {
@@ -104,9 +123,15 @@ ensure_transit() {
   fi
 }
 
-write_policy() {
-  render_policy | cli policy write "$POLICY_NAME" - >/dev/null
-  say "wrote policy $POLICY_NAME"
+write_policies() {
+  render_policy proxy | cli policy write "$POLICY_NAME" - >/dev/null
+  say "wrote policy $POLICY_NAME (proxy role: read + decrypt)"
+  render_policy admin | cli policy write "$ADMIN_POLICY_NAME" - >/dev/null
+  say "wrote policy $ADMIN_POLICY_NAME (admin role: transit encrypt + hmac)"
+  if [[ $WRITE_OPERATOR_POLICY == true ]]; then
+    render_policy operator | cli policy write "$OPERATOR_POLICY_NAME" - >/dev/null
+    say "wrote policy $OPERATOR_POLICY_NAME (example operator: writes under credentials/a*)"
+  fi
 }
 
 configure_kubernetes() {
@@ -133,31 +158,33 @@ ensure_kubernetes_auth() {
   fi
 }
 
+# $1 role, $2 service account, $3 namespace, $4 policy
 write_role() {
-  cli write "auth/$K8S_AUTH_MOUNT/role/$ROLE" \
-    bound_service_account_names="$SERVICE_ACCOUNT" \
-    bound_service_account_namespaces="$NAMESPACE" \
+  cli write "auth/$K8S_AUTH_MOUNT/role/$1" \
+    bound_service_account_names="$2" \
+    bound_service_account_namespaces="$3" \
     audience="$AUDIENCE" \
-    token_policies="$POLICY_NAME" \
+    token_policies="$4" \
     token_ttl="$TOKEN_TTL" \
     token_max_ttl="$TOKEN_MAX_TTL" >/dev/null
-  say "role $ROLE: $NAMESPACE/$SERVICE_ACCOUNT -> policy $POLICY_NAME (audience $AUDIENCE)"
+  say "role $1: $3/$2 -> policy $4 (audience $AUDIENCE)"
 }
 
 main() {
   check_values
   case ${1:-} in
-    --print-policy) render_policy; return ;;
-    -h|--help) sed -n '2,22p' "$0"; return ;;
+    --print-policy) render_policy "${2:-proxy}"; return ;;
+    -h|--help) sed -n '2,24p' "$0"; return ;;
     "") ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   pick_cli
   ensure_kv
   ensure_transit
-  write_policy
+  write_policies
   ensure_kubernetes_auth
-  write_role
+  write_role "$ROLE" "$SERVICE_ACCOUNT" "$NAMESPACE" "$POLICY_NAME"
+  write_role "$ADMIN_ROLE" "$ADMIN_SERVICE_ACCOUNT" "$ADMIN_NAMESPACE" "$ADMIN_POLICY_NAME"
   say "done"
 }
 

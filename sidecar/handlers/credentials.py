@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from sidecar.errors import SidecarError, VerificationFailed
+from sidecar.handlers.auth import authorize, credential_store, key_store
 from sidecar.handlers.common import (
     NAME_RE,
     check_name,
@@ -82,7 +83,7 @@ async def _verify_then_save(
         updated_at=stamp,
     )
     await upstream.scheme.verify(candidate, rt.session_for(upstream.name))
-    return await rt.store.put(
+    return await credential_store(request).put(
         name, upstream.name, environment, body.fields, body.provider_data, version, body.type
     )
 
@@ -91,6 +92,7 @@ async def _verify_then_save(
 async def put_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, PutBody)
+    await authorize(request, name, ("read",), ("create", "update"))
     view, created = await _verify_then_save(request, name, body, if_match(request))
     return json_response(view, status=201 if created else 200, version=view["version"])
 
@@ -108,6 +110,7 @@ async def pismo_create(request: web.Request) -> web.Response:
     name = f"{body.provider}-{body.type}".lower()
     if not NAME_RE.match(name):
         raise SidecarError("SC1004", "provider and type must form a valid name")
+    await authorize(request, name, ("read",), ("create", "update"))
     put = PutBody(
         upstream=upstream.name,
         fields={**public, upstream.spec.secret[0]: body.key},
@@ -118,7 +121,8 @@ async def pismo_create(request: web.Request) -> web.Response:
         _, created = await _verify_then_save(request, name, put, None)
     except VerificationFailed:
         raise VerificationFailed(f"{body.provider} - API Invalid credential") from None
-    answer = {"message": "Credential saved", **await proxy_value(rt, upstream, name)}
+    value = await proxy_value(key_store(request), upstream, name)
+    answer = {"message": "Credential saved", **value}
     return web.json_response(answer, status=201 if created else 200)
 
 
@@ -134,7 +138,8 @@ def _flag(value: str | None) -> bool | None:
 
 @routes.get("/v1/credentials")
 async def list_credentials(request: web.Request) -> web.Response:
-    rt = runtime(request)
+    await authorize(request, None, ("list",), metadata=True)
+    store = credential_store(request)
     q = request.query
     provider, environment, enabled = (
         q.get("provider"),
@@ -144,9 +149,9 @@ async def list_credentials(request: web.Request) -> web.Response:
     if environment not in (None, "sandbox", "live"):
         raise SidecarError("SC1009", "environment must be sandbox or live")
     items = []
-    for name in await rt.store.names():
+    for name in await store.names():
         try:
-            record, version = await rt.store.read(name)
+            record, version = await store.read(name)
         except SidecarError as exc:
             if exc.code == "SC2001":  # deleted between list and read
                 continue
@@ -165,7 +170,8 @@ async def list_credentials(request: web.Request) -> web.Response:
 @routes.get("/v1/credentials/{name}")
 async def get_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
-    record, version = await runtime(request).store.read(name)
+    await authorize(request, name, ("read",))
+    record, version = await credential_store(request).read(name)
     return json_response(describe(name, record, version), version=version)
 
 
@@ -176,14 +182,17 @@ async def patch_credential(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude_none=True)
     if not changes:
         raise SidecarError("SC1002", "nothing to change: give enabled, fields or provider_data")
-    view = await runtime(request).store.patch(name, changes, if_match(request))
+    await authorize(request, name, ("read", "update"))
+    view = await credential_store(request).patch(name, changes, if_match(request))
     return json_response(view, version=view["version"])
 
 
 @routes.delete("/v1/credentials/{name}")
 async def delete_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
-    await runtime(request).store.delete(name)
+    await authorize(request, name, ("read",))
+    await authorize(request, name, ("delete",), metadata=True)
+    await credential_store(request).delete(name)
     return web.Response(status=204)
 
 
@@ -196,7 +205,8 @@ async def verify_credential(request: web.Request) -> web.Response:
     if len(supplied) != 1 or not all(isinstance(v, str) for v in supplied.values()):
         raise SidecarError("SC1002", 'give exactly one secret field: {"<field>": "<value>"}')
     ((field, value),) = supplied.items()
-    valid = await runtime(request).store.verify_secret(name, field, value)
+    await authorize(request, name, ("read",))
+    valid = await credential_store(request).verify_secret(name, field, value)
     message = "Credentials verified successfully" if valid else f"Invalid {field}"
     return web.json_response({"name": name, "is_valid": valid, "message": message})
 
@@ -208,6 +218,7 @@ class _VerifyBody(BaseModel):
 @routes.get("/v1/credentials/{name}/versions")
 async def versions(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
+    await authorize(request, name, ("read",), metadata=True)
     return web.json_response(
-        {"name": name, "versions": await runtime(request).store.versions(name)}
+        {"name": name, "versions": await credential_store(request).versions(name)}
     )

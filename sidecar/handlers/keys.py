@@ -14,10 +14,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from sidecar.errors import SidecarError
-from sidecar.handlers.common import check_name, parse_body, runtime
+from sidecar.handlers.auth import authorize, credential_store, key_store
+from sidecar.handlers.common import check_name, parse_body
 from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import ALL, MAX_PERMISSIONS, parse, parse_all
-from sidecar.runtime import Runtime
+from sidecar.proxykeys.store import KeyStore
 from sidecar.upstreams import Upstream
 
 routes = web.RouteTableDef()
@@ -91,9 +92,9 @@ def _key_id(request: web.Request) -> str:
 async def issue_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, IssueBody)
-    rt = runtime(request)
-    await rt.store.read(name)  # SC2001 when there is no such credential
-    entry, key, hmac_key = await rt.keys.issue(
+    await authorize(request, name, ("read", "update"))  # a key spends the credential
+    await credential_store(request).read(name)  # SC2001 when there is no such credential
+    entry, key, hmac_key = await key_store(request).issue(
         name, parse_all(body.permissions), body.hmac, body.expires_at
     )
     answer = {**describe_key(entry), "key": key}
@@ -105,14 +106,16 @@ async def issue_key(request: web.Request) -> web.Response:
 @routes.get("/v1/credentials/{name}/keys")
 async def list_keys(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
-    entries = await runtime(request).keys.entries(name)
+    await authorize(request, name, ("read",))
+    entries = await key_store(request).entries(name)
     return web.json_response({"credential": name, "keys": [describe_key(e) for e in entries]})
 
 
 @routes.get("/v1/credentials/{name}/keys/{key_id}")
 async def get_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
-    entry = await runtime(request).keys.entry(name, _key_id(request))
+    await authorize(request, name, ("read",))
+    entry = await key_store(request).entry(name, _key_id(request))
     return web.json_response(describe_key(entry))
 
 
@@ -122,20 +125,22 @@ async def patch_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     key_id = _key_id(request)
     body = await parse_body(request, KeyPatchBody)
-    entry = await runtime(request).keys.set_enabled(name, key_id, body.enabled)
+    await authorize(request, name, ("read", "update"))
+    entry = await key_store(request).set_enabled(name, key_id, body.enabled)
     return web.json_response(describe_key(entry))
 
 
 @routes.delete("/v1/credentials/{name}/keys/{key_id}")
 async def delete_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
-    await runtime(request).keys.delete(name, _key_id(request))
+    await authorize(request, name, ("read", "update"))
+    await key_store(request).delete(name, _key_id(request))
     return web.Response(status=204)
 
 
-async def proxy_value(rt: Runtime, upstream: Upstream, name: str) -> dict[str, str]:
+async def proxy_value(keys: KeyStore, upstream: Upstream, name: str) -> dict[str, str]:
     """Seed 000's proxy value: a key with every permission, for upstreams that require keys."""
     if not upstream.cfg.require_proxy_key:
         return {}
-    _, key, _ = await rt.keys.issue(name, parse_all([ALL]), False, None)
+    _, key, _ = await keys.issue(name, parse_all([ALL]), False, None)
     return {"proxy_value": key}

@@ -169,7 +169,7 @@ def sidecar_container(settings: Settings) -> dict[str, Any]:
         "image": settings.image,
         "imagePullPolicy": settings.pull_policy,
         "restartPolicy": "Always",
-        "args": ["run", "--config", f"{CONFIG_DIR}/sidecar.yaml"],
+        "args": ["run", "--role", "proxy", "--config", f"{CONFIG_DIR}/sidecar.yaml"],
     }
     if settings.vault_addr:
         container["env"] = [{"name": "VAULT_ADDR", "value": settings.vault_addr}]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.vault.client import CAS_MISMATCH, Vault, hmac_key_version
+from sidecar.vault.client import CAS_MISMATCH, CallerVault, Vault, hmac_key_version
 from sidecar.vault.session import Session
 
-__all__ = ["CAS_MISMATCH", "Session", "Vault", "hmac_key_version"]
+__all__ = ["CAS_MISMATCH", "CallerVault", "Session", "Vault", "hmac_key_version"]

@@ -274,6 +274,81 @@ class Vault:
         return [r["hmac"] for r in await self._transit_batch("hmac", items, **params)]
 
 
+class CallerVault(Vault):
+    """The admin API's Vault for one request: KV with the *caller's* token, transit with ours.
+
+    KV reads, writes, deletes and ``sys/capabilities-self`` carry the token the caller sent in
+    ``X-Vault-Token``, through a short-lived hvac client of their own, so Vault's policies decide
+    who may change which credential and Vault's audit log names the person. Transit encrypt and
+    HMAC stay with the admin role's own session (callers need no transit rights, and the admin
+    role's policy needs no KV rights). Calls run in the owner's thread pool; a 403 is the
+    caller's (SC6001) and never makes the sidecar log in again.
+    """
+
+    def __init__(self, owner: Vault, token: str) -> None:  # not a session: no login, no renewal
+        self.cfg = owner.cfg
+        self.owner = owner
+        verify: bool | str = str(owner.cfg.ca_bundle) if owner.cfg.ca_bundle else True
+        self._client = hvac.Client(
+            url=owner.cfg.address, token=token, timeout=owner.cfg.timeout, verify=verify
+        )
+        self._pool = owner._pool
+        self.requests = 0
+        self.errors = 0
+
+    async def _call_or_missing(
+        self, what: str, fn: Callable[..., T], *args: Any, may_relogin: bool = True, **kwargs: Any
+    ) -> T | None:
+        """One hvac call with the caller's token in the owner's threads; ``None`` on 404.
+
+        Self-contained on purpose (no re-login, no session): a 403 here is the caller's answer.
+        """
+        self.requests += 1
+        call = functools.partial(fn, *args, **kwargs)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except hv.InvalidPath:
+            return None
+        except (hv.Forbidden, hv.Unauthorized):
+            self.errors += 1
+            raise SidecarError("SC6001", f"Vault denied {what} to your token") from None
+        except (hv.VaultError, requests.RequestException) as exc:
+            self.errors += 1
+            raise _map_error(exc, what) from None
+
+    async def capabilities(self, paths: list[str]) -> dict[str, set[str]]:
+        """``sys/capabilities-self``: what the caller's token may do on each full path."""
+        try:
+            resp = await self._call(
+                "sys/capabilities-self", self._client.sys.get_capabilities, paths=paths
+            )
+        except SidecarError as exc:
+            if exc.code == "SC6001":  # Vault answers 403 to a token it does not know
+                raise SidecarError("SC1010") from None
+            raise
+        data = resp.get("data") or resp
+        return {p: set(data.get(p) or ()) for p in paths}
+
+    def kv_data_path(self, name: str) -> str:
+        return f"{self.cfg.kv_mount}/data/{self._path(name)}"
+
+    def kv_metadata_path(self, name: str) -> str:
+        return f"{self.cfg.kv_mount}/metadata/{self._path(name)}"
+
+    async def encrypt(self, plaintexts: list[str]) -> list[str]:
+        return await self.owner.encrypt(plaintexts)
+
+    async def decrypt(self, ciphertexts: list[str]) -> list[str]:
+        return await self.owner.decrypt(ciphertexts)
+
+    async def hmac(self, values: list[str], key_version: int | None = None) -> list[str]:
+        return await self.owner.hmac(values, key_version=key_version)
+
+    def close(self) -> None:
+        """Drop the caller's connections; the pool is the owner's and stays."""
+        self._client.adapter.close()
+
+
 def _b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 

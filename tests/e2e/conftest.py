@@ -1,4 +1,8 @@
-"""Run `sidecar run` as a real process: signals, reloads and its stderr are what we test."""
+"""Run `sidecar run` as a real process: signals, reloads and its stderr are what we test.
+
+The process runs ``--role all`` (proxy and admin in one process, as ``sidecar dev`` does) unless
+a test asks for a role; the admin API then needs the static token written beside the config.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ import yaml
 
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
 
+ADMIN_TOKEN = "e2e-admin-token-5b1f"  # a test value in a file beside the config
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 
 @dataclass
 class Process:
@@ -26,6 +33,12 @@ class Process:
     stderr_path: Path
     admin: str
     proxy: str
+    local: str
+    role: str = "all"
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return AUTH
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -39,7 +52,8 @@ class Process:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"sidecar exited: {self.stderr()[-2000:]}")
             try:
-                if requests.get(f"{self.admin}/readyz", timeout=1).status_code == 200:
+                probe = self.admin if self.role == "admin" else self.local
+                if requests.get(f"{probe}/readyz", timeout=1).status_code == 200:
                     return time.monotonic() - started
             except requests.RequestException:
                 pass
@@ -50,6 +64,8 @@ class Process:
 def write_config(
     path: Path, openbao: OpenBao, prefix: str, upstreams: dict[str, Any], **extra: Any
 ) -> None:
+    token_file = path.with_name("admin.token")
+    token_file.write_text(ADMIN_TOKEN + "\n")
     data: dict[str, Any] = {
         "vault": {
             "address": openbao.addr,
@@ -60,8 +76,10 @@ def write_config(
         "listen": {
             "proxy": f"127.0.0.1:{free_port()}",
             "admin": f"127.0.0.1:{free_port()}",
+            "local": f"127.0.0.1:{free_port()}",
             "shutdown_grace": 10,
         },
+        "admin": {"token_file": str(token_file)},
         "logging": {"format": "json"},
         "upstreams": upstreams,
         **extra,
@@ -73,13 +91,22 @@ def write_config(
 def start_sidecar(tmp_path: Path) -> Iterator[Any]:
     procs: list[Process] = []
 
-    def start(config_path: Path) -> Process:
+    def start(config_path: Path, role: str = "all") -> Process:
         cfg = yaml.safe_load(config_path.read_text())
         err = tmp_path / f"stderr-{len(procs)}.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         with err.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "sidecar.cli", "run", "--config", str(config_path)],
+                [
+                    sys.executable,
+                    "-m",
+                    "sidecar.cli",
+                    "run",
+                    "--role",
+                    role,
+                    "--config",
+                    str(config_path),
+                ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,
@@ -90,6 +117,8 @@ def start_sidecar(tmp_path: Path) -> Iterator[Any]:
             err,
             f"http://{cfg['listen']['admin']}",
             f"http://{cfg['listen']['proxy']}",
+            f"http://{cfg['listen']['local']}",
+            role,
         )
         procs.append(p)
         return p

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from sidecar.sandbox import api_key_peer, hmac_peer, oauth2, placetopay
 from sidecar.sandbox.openbao import OpenBao
 from sidecar.sandbox.server import start_sandboxes
-from tests.e2e.conftest import write_config
+from tests.e2e.conftest import ADMIN_TOKEN, write_config
 from tests.integration.conftest import config_dict
 from tests.leakscan import Collected
 
@@ -85,7 +85,9 @@ CALLS = {
 }
 
 
-async def full_flow(admin: str, proxy: str, seen: Collected) -> None:
+async def full_flow(
+    admin: str, proxy: str, seen: Collected, auth: dict[str, str] | None = None
+) -> None:
     """Everything a user does: create, bad create, read, verify, disable, proxy, errors, metrics."""
     async with aiohttp.ClientSession() as http:
         for name, fields in FIELDS.items():
@@ -98,27 +100,31 @@ async def full_flow(admin: str, proxy: str, seen: Collected) -> None:
                 {"upstream": name, "fields": fields},
                 {"upstream": name, "fields": fields, "bogus": fields},
             ):
-                async with http.put(f"{admin}/v1/credentials/{name}", json=body) as r:
+                async with http.put(f"{admin}/v1/credentials/{name}", json=body, headers=auth) as r:
                     await seen.response(r)
             for verify in (fields[secret_field], "nope"):
                 async with http.post(
-                    f"{admin}/v1/credentials/{name}/verify", json={secret_field: verify}
+                    f"{admin}/v1/credentials/{name}/verify",
+                    json={secret_field: verify},
+                    headers=auth,
                 ) as r:
                     await seen.response(r)
             for path in (f"/v1/credentials/{name}", f"/v1/credentials/{name}/versions"):
-                async with http.get(f"{admin}{path}") as r:
+                async with http.get(f"{admin}{path}", headers=auth) as r:
                     await seen.response(r)
             method, path, payload = CALLS[name]
             for _ in range(2):
                 async with http.request(method, f"{proxy}{path}", json=payload) as r:
                     body = await seen.response(r)
                     assert r.status < 400, (name, r.status, body)
-            async with http.patch(f"{admin}/v1/credentials/{name}", json={"enabled": False}) as r:
+            async with http.patch(
+                f"{admin}/v1/credentials/{name}", json={"enabled": False}, headers=auth
+            ) as r:
                 await seen.response(r)
             async with http.request(method, f"{proxy}{path}", json=payload) as r:
                 await seen.response(r)
         for path in ("/v1/credentials", "/metrics", "/readyz", "/v1/nope"):
-            async with http.get(f"{admin}{path}") as r:
+            async with http.get(f"{admin}{path}", headers=auth) as r:
                 await seen.response(r)
 
 
@@ -139,10 +145,10 @@ async def test_no_secret_in_process_stderr_responses_or_metrics(
         proc = start_sidecar(cfg)
         await asyncio.to_thread(proc.wait_ready)
         seen = Collected()
-        await full_flow(proc.admin, proc.proxy, seen)
+        await full_flow(proc.admin, proc.proxy, seen, proc.auth)
         seen.add(proc.stderr())
     texts, lines = seen.size
-    hits = seen.hits(SECRETS.values())
+    hits = seen.hits([*SECRETS.values(), ADMIN_TOKEN])
     print(f"leak scan (process): {texts} texts, {lines} lines scanned, {len(hits)} hits")
     assert lines > 100 and hits == []
 

@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from sidecar.sandbox.openbao import OpenBao
-from tests.e2e.conftest import write_config
+from tests.e2e.conftest import AUTH, write_config
 
 KEY = "SECR_e2e_key_8c1d2f"
 
@@ -51,6 +51,7 @@ async def test_sigterm_finishes_in_flight_requests(
     r = requests.put(
         f"{proc.admin}/v1/credentials/slow",
         json={"upstream": "slow", "fields": {"api_key": KEY}},
+        headers=AUTH,
         timeout=5,
     )
     assert r.status_code == 201
@@ -90,6 +91,7 @@ async def test_sighup_reloads_and_refuses_invalid_config(
     requests.put(
         f"{proc.admin}/v1/credentials/slow",
         json={"upstream": "slow", "fields": {"api_key": KEY}},
+        headers=AUTH,
         timeout=5,
     )
 
@@ -113,6 +115,7 @@ async def test_sighup_reloads_and_refuses_invalid_config(
     r = requests.put(
         f"{proc.admin}/v1/credentials/other",
         json={"upstream": "other", "fields": {"api_key": KEY}},
+        headers=AUTH,
         timeout=5,
     )
     assert r.status_code == 201
@@ -122,6 +125,6 @@ async def test_sighup_reloads_and_refuses_invalid_config(
     proc.signal(signal.SIGHUP)
     await asyncio.sleep(0.5)
     assert (await fetch("/slow/x"))[0] == 200
-    metrics = requests.get(f"{proc.admin}/metrics", timeout=5).text
+    metrics = requests.get(f"{proc.local}/metrics", timeout=5).text
     assert 'sidecar_config_reloads_total{outcome="rejected"}' in metrics
     assert "config_reload_rejected" in proc.stderr()

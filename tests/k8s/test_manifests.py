@@ -19,7 +19,7 @@ from tests.k8s.helpers import (
     validate,
 )
 
-KUSTOMIZATIONS = ["base", "overlays/example", "injector/base", "injector/cert-manager"]
+KUSTOMIZATIONS = ["base", "admin", "overlays/example", "injector/base", "injector/cert-manager"]
 needs_kustomize = pytest.mark.skipif(
     kustomize_command() is None, reason="neither kubectl nor kustomize is installed"
 )
@@ -43,7 +43,7 @@ def quantity(value: str) -> float:
     return float(value)
 
 
-@pytest.mark.parametrize("directory", ["base", "injector/base"])
+@pytest.mark.parametrize("directory", ["base", "admin", "injector/base"])
 def test_documents_validate_without_kustomize(directory: str) -> None:
     """Every document of a plain kustomization is valid in strict mode for each pinned version."""
     docs = load_kustomization(K8S / directory)
@@ -121,14 +121,16 @@ def configmap_text() -> str:
 
 
 def test_sidecar_config_in_the_configmap_is_valid() -> None:
-    """The ConfigMap's vault and listen sections load; health is open, admin stays loopback."""
+    """The ConfigMap's vault and listen sections load; health is open, proxy and local stay on
+    loopback, and the pod's sidecar runs the proxy role (no admin listener in the pod)."""
     from sidecar import config
 
     data = yaml.safe_load(configmap_text())
     data.pop("upstreams")  # checked with their schemes below
     cfg = config.loads(yaml.safe_dump(data), VAULT_ENV)
     assert cfg.listen.health == f"0.0.0.0:{patch.HEALTH_PORT}"
-    assert config.is_loopback(cfg.listen.admin) and config.is_loopback(cfg.listen.proxy)
+    assert config.is_loopback(cfg.listen.local) and config.is_loopback(cfg.listen.proxy)
+    assert "admin" not in data["listen"] and "admin" not in data
     assert cfg.listen.proxy == patch.PROXY_URL.removeprefix("http://")
     assert cfg.vault.auth.method == "kubernetes"
     assert cfg.vault.auth.jwt_path == Path(patch.TOKEN_DIR) / "token"
@@ -153,7 +155,7 @@ def test_configmap_is_what_the_pod_mounts() -> None:
 
 def test_network_policy_allows_only_dns_vault_and_https() -> None:
     """Egress is limited to DNS (53), Vault (8200) and providers over HTTPS (443)."""
-    policy = find(load_kustomization(K8S / "base"), "NetworkPolicy")
+    policy = find(load_kustomization(K8S / "base"), "NetworkPolicy", "payments-app-egress")
     assert policy["spec"]["policyTypes"] == ["Egress"]
     assert policy["spec"]["podSelector"]["matchLabels"] == {
         "app.kubernetes.io/name": "payments-app"
@@ -177,8 +179,12 @@ def test_overlay_sets_namespace_images_and_vault() -> None:
         {"name": "VAULT_ADDR", "value": "https://vault.example.internal:8200"}
     ]
     assert deployment["spec"]["replicas"] == 3
-    egress = find(docs, "NetworkPolicy")["spec"]["egress"]
+    egress = find(docs, "NetworkPolicy", "payments-app-egress")["spec"]["egress"]
     assert egress[1]["to"] == [{"ipBlock": {"cidr": "198.51.100.10/32"}}]
+    admin = find(docs, "Deployment", "sidecar-admin")
+    (container,) = admin["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == sidecar["image"] and container["env"] == sidecar["env"]
+    assert admin["spec"]["replicas"] == 3
 
 
 def test_webhook_configuration_is_scoped_and_v1() -> None:
@@ -225,3 +231,62 @@ def test_cli_certificate_defaults_name_the_manifests_service() -> None:
     defaults = parser().parse_args([])
     service = hook["clientConfig"]["service"]
     assert (defaults.service, defaults.namespace) == (service["name"], service["namespace"])
+
+
+def test_pod_sidecar_runs_the_proxy_role() -> None:
+    """The hand-written and the injected sidecar both run `sidecar run --role proxy`."""
+    injected = patch.sidecar_container(patch.Settings(image="x"))
+    assert sidecar_of(base_deployment())["args"][:3] == ["run", "--role", "proxy"]
+    assert injected["args"][:3] == ["run", "--role", "proxy"]
+
+
+def admin_docs() -> list[dict[str, Any]]:
+    return load_kustomization(K8S / "admin")
+
+
+def test_admin_deployment_runs_the_admin_role_behind_a_service() -> None:
+    """Several replicas of `sidecar admin`, same hardening as the pod sidecar, a Service on the
+    admin port, probes on the health port, its own ServiceAccount."""
+    docs = admin_docs()
+    deployment = find(docs, "Deployment", "sidecar-admin")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert container["args"] == ["admin", "--config", "/etc/sidecar/sidecar.yaml"]
+    assert container["securityContext"] == patch.SECURITY_CONTEXT
+    assert pod["serviceAccountName"] == find(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["automountServiceAccountToken"] is False
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["readinessProbe"]["httpGet"]["port"] == "health" and ports["health"] == 8098
+    service = find(docs, "Service", "sidecar-admin")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["admin"]
+    assert ports["admin"] == 8099
+
+
+def test_admin_config_authenticates_with_vault_tokens() -> None:
+    """The admin ConfigMap loads: admin listener on the pod IP for the Service, Vault-token
+    authentication on, its own Vault role, and no proxy listener used."""
+    from sidecar import config
+    from sidecar.server import Server
+
+    text = find(admin_docs(), "ConfigMap", "sidecar-admin")["data"]["sidecar.yaml"]
+    cfg = config.loads(text, VAULT_ENV)
+    assert cfg.listen.admin == "0.0.0.0:8099" and cfg.admin.vault_tokens is True
+    assert cfg.vault.auth.role == "payments-admin" and cfg.vault.create_transit_key is False
+    assert Server(cfg, "admin").admin_auth().required
+
+
+def test_admin_network_policy_admits_only_labelled_namespaces() -> None:
+    """The admin port only from namespaces labelled as admin clients (never the app pods);
+    the health port for the kubelet; egress DNS, Vault and HTTPS."""
+    policy = find(admin_docs(), "NetworkPolicy", "sidecar-admin")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    admin_rule, health_rule = policy["ingress"]
+    assert admin_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"credential-sidecar/admin-clients": "true"}}}
+    ]
+    assert [p["port"] for p in admin_rule["ports"]] == [8099]
+    assert "from" not in health_rule and [p["port"] for p in health_rule["ports"]] == [8098]
+    ports = [{p["port"] for p in rule["ports"]} for rule in policy["egress"]]
+    assert ports == [{53}, {8200}, {443}]

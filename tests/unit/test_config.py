@@ -79,10 +79,12 @@ def test_unknown_scheme_is_refused() -> None:
 
 
 def test_non_loopback_admin_requires_allow_remote_and_token() -> None:
-    """Local-only by default: a remote admin address needs allow_remote and a token."""
+    """Local-only by default: a remote admin address needs allow_remote and a way in (callers'
+    Vault tokens, on by default, or a static token)."""
     remote = MINIMAL + "listen:\n  admin: 0.0.0.0:8099\n"
     assert "set admin.allow_remote" in problems(remote)[0]
-    with_flag = remote + "admin:\n  allow_remote: true\n"
+    assert config.loads(remote + "admin:\n  allow_remote: true\n", {}).admin.vault_tokens
+    with_flag = remote + "admin:\n  allow_remote: true\n  vault_tokens: false\n"
     assert problems(with_flag)[0].startswith("admin.token")
     ok = with_flag + "  token: ${ADMIN_TOKEN}\n"
     assert config.loads(ok, {"ADMIN_TOKEN": "t0ken-value"}).admin.allow_remote
