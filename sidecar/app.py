@@ -13,10 +13,14 @@ from aiohttp import web
 from sidecar.handlers import ca, credentials, health, keys, openapi
 from sidecar.handlers.common import (
     RUNTIME,
+    VERIFY_LIMITER,
+    admin_allow,
     admin_token_middleware,
+    browser_guard,
     errors_middleware,
     request_id_middleware,
 )
+from sidecar.ratelimit import Limiter
 from sidecar.runtime import Runtime
 
 
@@ -30,12 +34,13 @@ def _lifecycle(rt: Runtime):  # type: ignore[no-untyped-def]
 
 
 def build_admin_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application:
-    middlewares = [request_id_middleware, errors_middleware]
+    middlewares = [request_id_middleware, errors_middleware, browser_guard(admin_allow(rt))]
     token = rt.config.admin.token
     if token is not None and token.get_secret_value():
         middlewares.append(admin_token_middleware(token.get_secret_value()))
     app = web.Application(middlewares=middlewares, client_max_size=rt.config.admin.max_body)
     app[RUNTIME] = rt
+    app[VERIFY_LIMITER] = Limiter(rt.config.admin.verify_per_minute)
     app.add_routes(health.routes)
     app.add_routes(credentials.routes)
     app.add_routes(keys.routes)
@@ -47,8 +52,13 @@ def build_admin_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application
 
 
 def build_health_app(rt: Runtime) -> web.Application:
-    """The optional health-only listener (kubelet probes): nothing but /healthz and /readyz."""
-    app = web.Application(middlewares=[errors_middleware])
+    """The optional health-only listener (kubelet probes): nothing but /healthz and /readyz.
+
+    No Host check (kubelet sends ``Host: <pod IP>``); Origin and Sec-Fetch-Site still apply.
+    """
+    allow = admin_allow(rt)
+    app = web.Application(middlewares=[errors_middleware, browser_guard(allow, host=False)])
     app[RUNTIME] = rt
-    app.add_routes(health.routes)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
     return app

@@ -72,6 +72,10 @@ class ListenConfig(_Model):
     admin: str = "127.0.0.1:8099"
     health: str | None = Field(None, description="optional health-only listener for kubelet")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) any listener accepts; default none",
+    )
 
     @field_validator("proxy", "admin", "health")
     @classmethod
@@ -85,6 +89,13 @@ class AdminConfig(_Model):
     allow_remote: bool = Field(False, description="permit a non-loopback admin address")
     token: SecretStr | None = Field(None, description="required on every admin request if set")
     max_body: int = Field(64 * 1024, gt=0, description="largest admin request body, bytes")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin listener answers besides loopback (its Service name)",
+    )
+    verify_per_minute: int = Field(
+        10, gt=0, description="verify attempts per credential per minute (then 429 SC1018)"
+    )
 
 
 class LoggingConfig(_Model):
