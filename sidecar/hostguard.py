@@ -127,7 +127,6 @@ def check_proxy(rt: Runtime, request: _Request) -> None:
     name in Host; a page cannot rebind a provider's DNS name to the app's loopback.
     """
     headers = request.headers
-    origins = frozenset(rt.config.listen.allowed_origins)
     header = headers.get("Host")
     if header is not None:
         name = host_name(header)
@@ -135,5 +134,6 @@ def check_proxy(rt: Runtime, request: _Request) -> None:
             is_local_name(name) or any(name in up.hosts for up in rt.upstreams.values())
         ):
             raise SidecarError("SC1015", "Host is not loopback or a configured upstream host")
-    if "Origin" in headers or "Sec-Fetch-Site" in headers:
-        check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), Allow.build((), origins))
+    if "Origin" in headers or "Sec-Fetch-Site" in headers:  # never, from an app or SDK
+        allow = Allow.build((), rt.config.listen.allowed_origins)
+        check_origin(headers.get("Origin"), headers.get("Sec-Fetch-Site"), allow)

@@ -168,11 +168,11 @@ async def test_credential_store_works_with_the_policy_alone(
     assert created
     fields["secret_key"] = "k-654321"
     view, created = await store.put("ptp", "placetopay", "sandbox", fields, {}, if_match=1)
-    assert not created and view["version"] == 2
+    assert not created and view.version == 2
     assert await store.names() == ["ptp"]
     assert [v["version"] for v in await store.versions("ptp")] == [1, 2]
     assert await store.verify_secret("ptp", "secret_key", "k-654321")
-    assert (await store.patch("ptp", {"enabled": False}))["enabled"] is False
+    assert (await store.patch("ptp", {"enabled": False})).enabled is False
     fresh = store_for(openbao, token, prefix, create_transit_key=False)
     assert await fresh.sync() == 1
     cred = fresh.cached("ptp")
