@@ -56,8 +56,8 @@ def build_health_app(rt: Runtime) -> web.Application:
 
     No Host check (kubelet sends ``Host: <pod IP>``); Origin and Sec-Fetch-Site still apply.
     """
-    allow = admin_allow(rt)
-    app = web.Application(middlewares=[errors_middleware, browser_guard(allow, host=False)])
+    guard = browser_guard(admin_allow(rt), host=False)
+    app = web.Application(middlewares=[errors_middleware, guard])
     app[RUNTIME] = rt
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

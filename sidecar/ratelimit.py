@@ -41,8 +41,12 @@ class Limiter:
         self._clock = clock
         self._seen: OrderedDict[str, deque[float]] = OrderedDict()
 
-    def hit(self, key: str) -> None:
-        """Count one attempt, or raise :class:`RateLimited` (a refused attempt is not counted)."""
+    def hit(self, key: str, limit: int | None = None) -> None:
+        """Count one attempt, or raise :class:`RateLimited` (a refused attempt is not counted).
+
+        ``limit`` overrides the one given at construction (the config's, after a reload).
+        """
+        limit = self.limit if limit is None else limit
         now = self._clock()
         times = self._seen.get(key)
         if times is None:
@@ -52,6 +56,6 @@ class Limiter:
         self._seen.move_to_end(key)
         while times and times[0] <= now - self.window:
             times.popleft()
-        if len(times) >= self.limit:
+        if len(times) >= limit:
             raise RateLimited(max(1, math.ceil(times[0] + self.window - now)))
         times.append(now)

@@ -176,15 +176,16 @@ def admin_token_middleware(token: str) -> Any:
     return check
 
 
-def browser_guard(allow: hostguard.Allow, *, host: bool = True) -> Any:
+def browser_guard(allow: Callable[[], hostguard.Allow], *, host: bool = True) -> Any:
     """Host, Origin and Sec-Fetch-Site checks, then: a body must be ``application/json``.
 
-    ``host=False`` for the health listener, which kubelet probes with ``Host: <pod IP>``.
+    ``allow`` is called per request, so a config reload applies at once. ``host=False`` for
+    the health listener, which kubelet probes with ``Host: <pod IP>``.
     """
 
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
-        hostguard.check(request.headers, allow, host=host)
+        hostguard.check(request.headers, allow(), host=host)
         if request.body_exists:
             require_json(request)
         return await handler(request)
@@ -192,6 +193,16 @@ def browser_guard(allow: hostguard.Allow, *, host: bool = True) -> Any:
     return guard
 
 
-def admin_allow(rt: Runtime) -> hostguard.Allow:
+def admin_allow(rt: Runtime) -> Callable[[], hostguard.Allow]:
     """The admin listener's names (``admin.hosts``) and the listeners' allowed origins."""
-    return hostguard.Allow.build(rt.config.admin.hosts, rt.config.listen.allowed_origins)
+    cache: dict[str, Any] = {}
+
+    def allow() -> hostguard.Allow:
+        cfg = rt.config
+        if cache.get("config") is not cfg:  # rebuilt only after a reload
+            cache["config"] = cfg
+            cache["allow"] = hostguard.Allow.build(cfg.admin.hosts, cfg.listen.allowed_origins)
+        built: hostguard.Allow = cache["allow"]
+        return built
+
+    return allow

@@ -271,13 +271,14 @@ async def verify_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     field: str | None = None
     try:
-        request.app[VERIFY_LIMITER].hit(name)
+        rt = runtime(request)
+        request.app[VERIFY_LIMITER].hit(name, rt.config.admin.verify_per_minute)
         body = await parse_body(request, VerifyBody)
         supplied = body.model_extra or {}
         if len(supplied) != 1 or not all(isinstance(v, str) for v in supplied.values()):
             raise SidecarError("SC1002", 'give exactly one secret field: {"<field>": "<value>"}')
         ((field, value),) = supplied.items()
-        valid = await runtime(request).store.verify_secret(name, field, value)
+        valid = await rt.store.verify_secret(name, field, value)
     except SidecarError as err:
         audit.verify_attempt(name, field, err.code, request.remote)
         raise

@@ -64,6 +64,20 @@ function form(label, target, action, name, value) {
     f.submit();
   });
 }
+function sandboxed(label, url, body) {  // a sandboxed frame's requests carry Origin: null
+  return new Promise((resolve) => {
+    const frame = document.createElement("iframe");
+    frame.sandbox = "allow-scripts";
+    frame.srcdoc = "<script>fetch(" + JSON.stringify(url) + ", {method: 'POST', " +
+      "mode: 'no-cors', body: " + JSON.stringify(body) + "}).then(" +
+      "r => parent.postMessage({type: r.type, status: r.status}, '*'), " +
+      "e => parent.postMessage({error: String(e.name)}, '*'));<\\/script>";
+    const done = (v) => { if (!(label in results)) { results[label] = v; } progress(); resolve(); };
+    window.addEventListener("message", (ev) => done(ev.data), {once: true});
+    setTimeout(() => done({timeout: true}), 3000);
+    document.body.appendChild(frame);
+  });
+}
 (async () => {
   const mint = {permissions: ["* /*"]};
   const pismo = {key: "SECR_attacker", provider: "azupay", type: "main"};
@@ -85,6 +99,8 @@ function form(label, target, action, name, value) {
   await attempt("proxy cors GET", PROXY + "/azupay/v1/balance", {});
   await attempt("rebinding proxy POST", EVIL_PROXY + "/azupay/v1/paymentRequest",
                 {method: "POST", mode: "no-cors", body: JSON.stringify({amount: 100})});
+  await sandboxed("sandboxed frame POST keys (Origin: null)",
+                  ADMIN + "/v1/credentials/azupay/keys", JSON.stringify(mint));
   await form("text/plain form keys", "sink1", ADMIN + "/v1/credentials/azupay/keys",
              '{"permissions": ["* /*"], "x": "', '"}');
   await form("text/plain form proxy", "sink2", PROXY + "/azupay/v1/paymentRequest",
@@ -167,13 +183,15 @@ def run_chromium(binary: str, url: str) -> dict[str, dict[str, object]]:
             "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
             "--host-resolver-rules=MAP evil.example 127.0.0.1",
-            "--virtual-time-budget=20000",
+            "--virtual-time-budget=60000",
             "--dump-dom",
             url,
         ]
         done = subprocess.run(argv, capture_output=True, timeout=120, check=False, text=True)
     match = re.search(r"RESULTS (\{.*?\})</pre>", done.stdout, re.S)
-    assert match is not None, f"page did not finish: {done.stdout[-500:]} {done.stderr[-2000:]}"
+    out = re.search(r'<pre id="out">(.*?)</pre>', done.stdout, re.S)
+    seen = out.group(1)[:3000] if out else done.stdout[-500:]
+    assert match is not None, f"page did not finish: {seen} {done.stderr[-1000:]}"
     results: dict[str, dict[str, object]] = json.loads(match.group(1).replace("&amp;", "&"))
     return results
 
@@ -209,7 +227,7 @@ def test_hostile_page_changes_nothing_and_spends_nothing(
 
     for label, seen in sorted(results.items()):
         print(f"page saw: {label}: {seen}")
-    assert len(results) == 12
+    assert len(results) == 13
     # The page read nothing: opaque answers, network errors (CORS) or an empty frame.
     for label, seen in results.items():
         assert seen.get("read", "") in ("", None) or seen.get("type") == "opaque", label
@@ -225,7 +243,7 @@ def test_hostile_page_changes_nothing_and_spends_nothing(
     refused = {c: n - baseline.get(c, 0) for c, n in counts.items() if n - baseline.get(c, 0)}
     print("refused by reason:", ", ".join(f"{c}x{n}" for c, n in sorted(refused.items())))
     print(f"total refused: {sum(refused.values())}")
-    # 12 attempts, 15 requests: the 3 rebinding ones (admin GET and POST, proxy POST) are each
+    # 13 attempts, 16 requests: the 3 rebinding ones (admin GET and POST, proxy POST) are each
     # retried once by Chromium on a fresh connection after the 421, as RFC 9110 allows; the
-    # other 9 (the PUT's preflight included) carry the page's Origin.
-    assert refused == {"SC1015": 6, "SC1016": 9}
+    # other 10 (the PUT's preflight included) carry the page's Origin, or "null".
+    assert refused == {"SC1015": 6, "SC1016": 10}

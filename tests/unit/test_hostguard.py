@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from aiohttp import web
+
+from sidecar import config
+from sidecar.app import build_admin_app, build_health_app
 from sidecar.errors import SidecarError
 from sidecar.hostguard import Allow, check, check_host, check_origin, host_name
 from sidecar.ratelimit import Limiter, RateLimited
+from sidecar.runtime import Runtime
 
 ADMIN = Allow.build(["Sidecar-Admin.payments.svc"], ["https://ops.example/"])
 
@@ -129,3 +135,59 @@ def test_limiter_refuses_the_eleventh_and_keys_are_independent() -> None:
     assert again.value.headers == {"Retry-After": "15"}
     now[0] += 15
     limiter.hit("a")  # the first ten have left the window
+
+
+def _apps() -> tuple[web.Application, web.Application]:
+    cfg = config.loads("admin: {hosts: [sidecar-admin.payments.svc]}", {})
+    rt = Runtime(cfg)
+    return build_admin_app(rt, own_runtime=False), build_health_app(rt)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "code"),
+    [
+        ("DELETE", {}, 415, "SC1008"),  # a body with no Content-Type, on any method
+        ("POST", {"Content-Type": "text/plain"}, 415, "SC1008"),
+        ("POST", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "SC1008"),
+        ("POST", {"Content-Type": "application/evil+json"}, 415, "SC1008"),
+        ("POST", {"Host": "evil.example:8099"}, 421, "SC1015"),
+        ("POST", {"Origin": "null"}, 403, "SC1016"),
+        ("GET", {"Sec-Fetch-Site": "same-site"}, 403, "SC1017"),
+    ],
+)
+async def test_admin_app_refuses_before_any_handler(
+    aiohttp_client: Any, method: str, headers: dict[str, str], status: int, code: str
+) -> None:
+    """The admin middleware answers with the code; no handler (and no Vault) is reached."""
+    admin, _ = _apps()
+    client = await aiohttp_client(admin)
+    data = b'{"permissions": ["* /*"]}' if method != "GET" else None
+    r = await client.request(
+        method,
+        "/v1/credentials/azupay/keys",
+        data=data,
+        headers={"Host": "127.0.0.1", **headers},
+        skip_auto_headers=["Content-Type"],  # else aiohttp labels bytes application/octet-stream
+    )
+    assert (r.status, (await r.json())["code"]) == (status, code)
+    assert not [k for k in r.headers if k.lower().startswith("access-control-")]
+
+
+async def test_admin_hosts_name_is_served(aiohttp_client: Any) -> None:
+    """The admin Service's DNS name from ``admin.hosts`` passes the Host check."""
+    admin, _ = _apps()
+    client = await aiohttp_client(admin)
+    r = await client.get("/healthz", headers={"Host": "sidecar-admin.payments.svc:8099"})
+    assert r.status == 200
+
+
+async def test_health_app_takes_any_host_but_serves_only_probes(aiohttp_client: Any) -> None:
+    """kubelet's ``Host: <pod IP>`` is fine on /healthz; /metrics is not served there."""
+    _, health = _apps()
+    client = await aiohttp_client(health)
+    ok = await client.get("/healthz", headers={"Host": "10.1.2.3:8098"})
+    assert ok.status == 200
+    gone = await client.get("/metrics", headers={"Host": "10.1.2.3:8098"})
+    assert (gone.status, (await gone.json())["code"]) == (404, "SC1005")
+    page = await client.get("/healthz", headers={"Origin": "http://evil.example"})
+    assert (page.status, (await page.json())["code"]) == (403, "SC1016")
