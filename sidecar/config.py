@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from yarl import URL
 
 from sidecar.errors import ConfigError
+from sidecar.hostguard import host_name
 from sidecar.schemes.base import SchemeOptions
 from sidecar.schemes.registry import scheme_class
 
@@ -84,6 +85,18 @@ class ListenConfig(_Model):
             split_hostport(v)
         return v
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        """``scheme://host[:port]`` exactly: a browser's Origin has no path, and never ``null``."""
+        for origin in v:
+            u = URL(origin.rstrip("/"))
+            if u.scheme not in ("http", "https") or not u.host or u.raw_path not in ("", "/"):
+                raise ValueError(f"{origin!r}: must be scheme://host[:port]")
+            if u.query_string or u.fragment or u.user:
+                raise ValueError(f"{origin!r}: must be scheme://host[:port]")
+        return v
+
 
 class AdminConfig(_Model):
     allow_remote: bool = Field(False, description="permit a non-loopback admin address")
@@ -93,6 +106,15 @@ class AdminConfig(_Model):
         default_factory=list,
         description="Host names the admin listener answers besides loopback (its Service name)",
     )
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        """Names as a Host header carries them, without the port (any port is accepted)."""
+        for host in v:
+            if host_name(host) != host.lower():
+                raise ValueError(f"{host!r}: must be a host name without a port")
+        return v
+
     verify_per_minute: int = Field(
         10, gt=0, description="verify attempts per credential per minute (then 429 SC1018)"
     )

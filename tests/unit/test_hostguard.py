@@ -9,7 +9,7 @@ from aiohttp import web
 
 from sidecar import config
 from sidecar.app import build_admin_app, build_health_app
-from sidecar.errors import SidecarError
+from sidecar.errors import ConfigError, SidecarError
 from sidecar.hostguard import Allow, check, check_host, check_origin, host_name
 from sidecar.ratelimit import Limiter, RateLimited
 from sidecar.runtime import Runtime
@@ -191,3 +191,30 @@ async def test_health_app_takes_any_host_but_serves_only_probes(aiohttp_client: 
     assert (gone.status, (await gone.json())["code"]) == (404, "SC1005")
     page = await client.get("/healthz", headers={"Origin": "http://evil.example"})
     assert (page.status, (await page.json())["code"]) == (403, "SC1016")
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("admin: {hosts: ['svc.ns:8099']}", "admin.hosts"),
+        ("admin: {hosts: ['evil.example/x']}", "admin.hosts"),
+        ("listen: {allowed_origins: ['null']}", "listen.allowed_origins"),
+        ("listen: {allowed_origins: ['https://ops.example/x']}", "listen.allowed_origins"),
+        ("admin: {verify_per_minute: 0}", "admin.verify_per_minute"),
+    ],
+)
+def test_config_refuses_what_could_never_match(text: str, problem: str) -> None:
+    """A port in admin.hosts, a path or ``null`` as an origin, a zero limit: refused at load."""
+    with pytest.raises(ConfigError) as caught:
+        config.loads(text, {})
+    assert caught.value.problems[0].startswith(problem)
+
+
+def test_config_takes_names_and_origins() -> None:
+    """Names (IPv6 literals too) and scheme://host[:port] origins load."""
+    cfg = config.loads(
+        "admin: {hosts: [Admin.ns.svc, '[fd00::7]']}\n"
+        "listen: {allowed_origins: ['https://ops.example:8443']}",
+        {},
+    )
+    assert cfg.admin.hosts == ["Admin.ns.svc", "[fd00::7]"]
