@@ -47,8 +47,11 @@ async function attempt(label, url, init) {
   }
   progress();
 }
+let finished = false;  // a late timer must not overwrite the final RESULTS
 function progress() {
-  document.getElementById("out").textContent = "PROGRESS " + JSON.stringify(results);
+  if (!finished) {
+    document.getElementById("out").textContent = "PROGRESS " + JSON.stringify(results);
+  }
 }
 function form(label, target, action, name, value) {
   return new Promise((resolve) => {
@@ -74,7 +77,7 @@ function sandboxed(label, url, body) {  // a sandboxed frame's requests carry Or
       "e => parent.postMessage({error: String(e.name)}, '*'));<\\/script>";
     const done = (v) => { if (!(label in results)) { results[label] = v; } progress(); resolve(); };
     window.addEventListener("message", (ev) => done(ev.data), {once: true});
-    setTimeout(() => done({timeout: true}), 3000);
+    setTimeout(() => done({timeout: true}), 10000);
     document.body.appendChild(frame);
   });
 }
@@ -105,6 +108,7 @@ function sandboxed(label, url, body) {  // a sandboxed frame's requests carry Or
              '{"permissions": ["* /*"], "x": "', '"}');
   await form("text/plain form proxy", "sink2", PROXY + "/azupay/v1/paymentRequest",
              '{"amount": 100, "x": "', '"}');
+  finished = true;
   document.getElementById("out").textContent = "RESULTS " + JSON.stringify(results);
 })();
 </script></body></html>
