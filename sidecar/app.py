@@ -17,7 +17,16 @@ from aiohttp import web
 
 from sidecar.handlers import ca, health
 from sidecar.handlers.auth import AdminAuth, admin_auth_middleware
-from sidecar.handlers.common import RUNTIME, errors_middleware, request_id_middleware
+from sidecar.handlers.common import (
+    RUNTIME,
+    VERIFY_LIMITER,
+    admin_allow,
+    browser_guard,
+    errors_middleware,
+    local_allow,
+    request_id_middleware,
+)
+from sidecar.ratelimit import Limiter
 from sidecar.runtime import Runtime
 
 Lifecycle = Callable[[web.Application], AsyncIterator[None]]
@@ -34,7 +43,8 @@ def _lifecycle(rt: Runtime) -> Lifecycle:
 
 def build_local_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application:
     """The proxy role's local API: read-only by construction (no write route is registered)."""
-    app = web.Application(middlewares=[request_id_middleware, errors_middleware])
+    guard = browser_guard(local_allow(rt))
+    app = web.Application(middlewares=[request_id_middleware, errors_middleware, guard])
     app[RUNTIME] = rt
     app.add_routes(health.routes)
     app.add_routes(health.status_routes)
@@ -59,9 +69,15 @@ def build_admin_app(
 
     if auth is None:
         auth = AdminAuth.from_config(rt.config, required=False)
-    middlewares = [request_id_middleware, errors_middleware, admin_auth_middleware(auth)]
+    middlewares = [
+        request_id_middleware,
+        errors_middleware,
+        browser_guard(admin_allow(rt)),
+        admin_auth_middleware(auth),
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=rt.config.admin.max_body)
     app[RUNTIME] = rt
+    app[VERIFY_LIMITER] = Limiter(rt.config.admin.verify_per_minute)
     app.add_routes(health.routes)
     app.add_routes(health.status_routes)
     app.add_routes(credentials.routes)
@@ -75,8 +91,12 @@ def build_admin_app(
 
 
 def build_health_app(rt: Runtime) -> web.Application:
-    """The optional health-only listener (kubelet probes): nothing but /healthz and /readyz."""
-    app = web.Application(middlewares=[errors_middleware])
+    """The optional health-only listener (kubelet probes): nothing but /healthz and /readyz.
+
+    No Host check (kubelet sends ``Host: <pod IP>``); Origin and Sec-Fetch-Site still apply.
+    """
+    guard = browser_guard(admin_allow(rt), host=False)
+    app = web.Application(middlewares=[errors_middleware, guard])
     app[RUNTIME] = rt
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)

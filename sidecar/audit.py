@@ -151,6 +151,14 @@ def _write(spend: Spend, status: int, code: str | None) -> None:
     )
 
 
+def verify_attempt(credential: str, field: str | None, outcome: str, peer: str | None) -> None:
+    """One line per ``verify``, allowed or refused: guessing at a secret leaves a trail.
+
+    ``outcome`` is ``valid``, ``invalid`` or the refusal's code; never the value compared.
+    """
+    log.info("credential_verify", credential=credential, field=field, outcome=outcome, peer=peer)
+
+
 class Lines:
     """Per-request lines, logged at the end of the event loop's current turn.
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from yarl import URL
 
 from sidecar.errors import ConfigError
+from sidecar.hostguard import host_name
 from sidecar.schemes.base import SchemeOptions
 from sidecar.schemes.registry import scheme_class
 
@@ -97,6 +98,10 @@ class ListenConfig(_Model):
     body_idle_timeout: float = Field(
         30.0, gt=0, description="seconds a proxied request body may send nothing (408 SC4014)"
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="browser origins (scheme://host[:port]) any listener accepts; default none",
+    )
 
     @field_validator("proxy", "local", "health")
     @classmethod
@@ -114,6 +119,18 @@ class ListenConfig(_Model):
             raise ValueError("unix: needs an absolute path, e.g. unix:/run/sidecar/admin.sock")
         return v
 
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, v: list[str]) -> list[str]:
+        """``scheme://host[:port]`` exactly: a browser's Origin has no path, and never ``null``."""
+        for origin in v:
+            u = URL(origin.rstrip("/"))
+            if u.scheme not in ("http", "https") or not u.host or u.raw_path not in ("", "/"):
+                raise ValueError(f"{origin!r}: must be scheme://host[:port]")
+            if u.query_string or u.fragment or u.user:
+                raise ValueError(f"{origin!r}: must be scheme://host[:port]")
+        return v
+
 
 class AdminConfig(_Model):
     allow_remote: bool = Field(False, description="permit a non-loopback admin address")
@@ -123,6 +140,22 @@ class AdminConfig(_Model):
         True, description="accept a caller's Vault token (X-Vault-Token); Vault policy decides"
     )
     max_body: int = Field(64 * 1024, gt=0, description="largest admin request body, bytes")
+    hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the admin listener answers besides loopback (its Service name)",
+    )
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: list[str]) -> list[str]:
+        """Names as a Host header carries them, without the port (any port is accepted)."""
+        for host in v:
+            if host_name(host) != host.lower():
+                raise ValueError(f"{host!r}: must be a host name without a port")
+        return v
+
+    verify_per_minute: int = Field(
+        10, gt=0, description="verify attempts per credential per minute (then 429 SC1018)"
+    )
 
 
 class LoggingConfig(_Model):

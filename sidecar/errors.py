@@ -40,6 +40,10 @@ CODES: dict[str, Code] = {
         Code("SC1008", 415, "Content-Type must be application/json"),
         Code("SC1009", 400, "Invalid query parameter"),
         Code("SC1010", 401, "X-Vault-Token is not a valid Vault token"),
+        Code("SC1015", 421, "Host is not a name this listener serves"),
+        Code("SC1016", 403, "Origin is not on the allow-list"),
+        Code("SC1017", 403, "Cross-site request refused (Sec-Fetch-Site)"),
+        Code("SC1018", 429, "Too many verify attempts for this credential; retry later"),
         # SC2xxx: credentials
         Code("SC2001", 404, "Credential not found"),
         Code("SC2002", 409, "Credential was changed concurrently; retry"),

@@ -63,6 +63,12 @@ class Metrics:
             ["code"],
             registry=self.registry,
         )
+        self.admin_refused = Counter(
+            "sidecar_admin_refused",
+            "Admin and health requests refused, by error code",
+            ["code"],
+            registry=self.registry,
+        )
         self.config_reloads = Counter(
             "sidecar_config_reloads",
             "Config reloads by outcome",

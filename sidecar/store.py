@@ -20,6 +20,7 @@ from typing import Any
 
 from sidecar.errors import SidecarError
 from sidecar.logging import SECRETS, get_logger
+from sidecar.record import CredentialRecord, CredentialView, SealedSecret, describe
 from sidecar.schemes.base import Credential
 from sidecar.vault import Vault, hmac_key_version
 
@@ -61,24 +62,6 @@ def now_iso() -> str:
 
 def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
-def describe(name: str, record: Mapping[str, Any], version: int) -> dict[str, Any]:
-    """The public view of a record: metadata and public fields, never a secret."""
-    return {
-        "name": name,
-        "upstream": record["upstream"],
-        "scheme": record["scheme"],
-        "environment": record["environment"],
-        "enabled": record["enabled"],
-        "fields": dict(record["fields"]),
-        "secret_fields": sorted(record["secrets"]),
-        "provider_data": dict(record.get("provider_data") or {}),
-        "type": record.get("type"),
-        "version": version,
-        "created_at": record["created_at"],
-        "updated_at": record["updated_at"],
-    }
 
 
 class CredentialStore:
@@ -130,30 +113,31 @@ class CredentialStore:
         if gone is not None:
             SECRETS.discard(gone.secrets.values())
 
-    async def _decrypt(self, name: str, record: dict[str, Any], version: int) -> Credential:
-        names = sorted(record["secrets"])
-        plain = await self.vault.decrypt([record["secrets"][n]["ciphertext"] for n in names])
+    async def _decrypt(self, name: str, raw: dict[str, Any], version: int) -> Credential:
+        record = CredentialRecord.model_validate(raw)
+        names = sorted(record.secrets)
+        plain = await self.vault.decrypt([record.secrets[n].ciphertext for n in names])
         return Credential(
             name=name,
-            upstream=record["upstream"],
-            scheme=record["scheme"],
-            environment=record["environment"],
-            enabled=bool(record["enabled"]),
-            fields=dict(record["fields"]),
+            upstream=record.upstream,
+            scheme=record.scheme,
+            environment=record.environment,
+            enabled=record.enabled,
+            fields=dict(record.fields),
             secrets=dict(zip(names, plain, strict=True)),
-            provider_data=dict(record.get("provider_data") or {}),
+            provider_data=dict(record.provider_data),
             version=version,
-            created_at=_parse(record["created_at"]),
-            updated_at=_parse(record["updated_at"]),
+            created_at=_parse(record.created_at),
+            updated_at=_parse(record.updated_at),
         )
 
     # -- the admin's side ------------------------------------------------------------------
 
-    async def read(self, name: str) -> tuple[dict[str, Any], int]:
+    async def read(self, name: str) -> tuple[CredentialRecord, int]:
         found = await self.vault.kv_read(f"{FOLDER}/{name}")
         if found is None:
             raise SidecarError("SC2001", f"Credential {name!r} not found")
-        return found
+        return CredentialRecord.model_validate(found[0]), found[1]
 
     async def names(self) -> list[str]:
         return sorted(k for k in await self.vault.kv_list(FOLDER) if not k.endswith("/"))
@@ -167,7 +151,7 @@ class CredentialStore:
         provider_data: Mapping[str, Any],
         if_match: int | None = None,
         cred_type: str | None = None,
-    ) -> tuple[dict[str, Any], bool]:
+    ) -> tuple[CredentialView, bool]:
         """Create or replace; returns (public view, created). Verify *before* calling this."""
         spec = self._specs(upstream)
         public, secret = spec.check(fields)
@@ -183,22 +167,22 @@ class CredentialStore:
         stamp = now_iso()
         created_at: str = current[0]["created_at"] if current else stamp
         enabled = True if current is None else bool(current[0].get("enabled", True))
-        record: dict[str, Any] = {
-            "upstream": upstream,
-            "scheme": spec.scheme,
-            "environment": environment,
-            "enabled": enabled,
-            "fields": public,
-            "secrets": {
-                n: {"ciphertext": c, "hmac": d}
+        record = CredentialRecord(
+            upstream=upstream,
+            scheme=spec.scheme,
+            environment=environment,
+            enabled=enabled,
+            fields=public,
+            secrets={
+                n: SealedSecret(ciphertext=c, hmac=d)
                 for n, c, d in zip(names, ciphertexts, digests, strict=True)
             },
-            "provider_data": dict(provider_data),
-            "type": cred_type,
-            "created_at": created_at,
-            "updated_at": stamp,
-        }
-        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record, cas=version)
+            provider_data=dict(provider_data),
+            type=cred_type,
+            created_at=created_at,
+            updated_at=stamp,
+        )
+        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record.to_kv(), cas=version)
         cred = Credential(
             name=name,
             upstream=upstream,
@@ -218,33 +202,33 @@ class CredentialStore:
 
     async def patch(
         self, name: str, changes: Mapping[str, Any], if_match: int | None = None
-    ) -> dict[str, Any]:
+    ) -> CredentialView:
         """Change non-secret metadata (enabled, public fields, provider_data) with CAS."""
         record, version = await self.read(name)
         if if_match is not None and if_match != version:
             raise SidecarError("SC2003")
-        record = dict(record)
+        update: dict[str, Any] = {"updated_at": now_iso()}
         if "fields" in changes:
-            spec = self._specs(record["upstream"])
+            spec = self._specs(record.upstream)
             bad = [k for k in changes["fields"] if k not in spec.public]
             if bad:
                 raise SidecarError("SC1002", f"fields.{bad[0]}: not a public field (use PUT)")
-            record["fields"] = {**record["fields"], **changes["fields"]}
+            update["fields"] = {**record.fields, **changes["fields"]}
         for key in ("enabled", "provider_data"):
             if key in changes:
-                record[key] = changes[key]
-        record["updated_at"] = now_iso()
-        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record, cas=version)
+                update[key] = changes[key]
+        record = CredentialRecord.model_validate({**record.model_dump(), **update})
+        new_version = await self.vault.kv_write(f"{FOLDER}/{name}", record.to_kv(), cas=version)
         cached = self._cache.get(name)
         if cached is not None and cached.version == version:
             self._remember(
                 replace(
                     cached,
-                    enabled=bool(record["enabled"]),
-                    fields=dict(record["fields"]),
-                    provider_data=dict(record.get("provider_data") or {}),
+                    enabled=record.enabled,
+                    fields=dict(record.fields),
+                    provider_data=dict(record.provider_data),
                     version=new_version,
-                    updated_at=_parse(record["updated_at"]),
+                    updated_at=_parse(record.updated_at),
                 )
             )
         else:
@@ -261,11 +245,11 @@ class CredentialStore:
     async def verify_secret(self, name: str, field: str, value: str) -> bool:
         """Compare a supplied secret with the stored one via transit HMAC; no decryption."""
         record, _ = await self.read(name)
-        stored = record["secrets"].get(field)
+        stored = record.secrets.get(field)
         if stored is None:
             raise SidecarError("SC1002", f"{field}: not a secret field of {name!r}")
-        (digest,) = await self.vault.hmac([value], key_version=hmac_key_version(stored["hmac"]))
-        return hmac.compare_digest(digest.encode(), str(stored["hmac"]).encode())
+        (digest,) = await self.vault.hmac([value], key_version=hmac_key_version(stored.hmac))
+        return hmac.compare_digest(digest.encode(), stored.hmac.encode())
 
     async def versions(self, name: str) -> list[dict[str, Any]]:
         meta = await self.vault.kv_metadata(f"{FOLDER}/{name}")

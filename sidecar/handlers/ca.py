@@ -10,12 +10,19 @@ from aiohttp import web
 
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
+from sidecar.handlers.contract import Ok, operation
 from sidecar.proxy.intercept import interceptor_for
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/v1/ca.pem")
+@operation(
+    "caPem",
+    "The interception CA certificate(s), PEM; 404 when interception is off",
+    Ok(200, "CA bundle", "application/x-pem-file"),
+    errors=("SC1005",),
+)
 async def ca_pem(request: web.Request) -> web.Response:
     interceptor = interceptor_for(runtime(request))
     if interceptor is None:

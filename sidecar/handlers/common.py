@@ -2,27 +2,33 @@
 
 One middleware turns any error into ``{"message", "code"}``; pydantic errors are reduced to
 their location and message, because pydantic's own text echoes the input (a secret, maybe).
+Another refuses what a web page could send (``sidecar.hostguard``) and any body that is not
+declared ``application/json``: a page's ``no-cors`` fetch sends no Content-Type or
+``text/plain``, and only ``application/json`` needs a CORS preflight, which is never granted.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import math
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from sidecar import hostguard
+from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
+from sidecar.ratelimit import Limiter
 from sidecar.runtime import Runtime
 
 RUNTIME = web.AppKey("runtime", Runtime)
+VERIFY_LIMITER = web.AppKey("verify_limiter", Limiter)
 # \Z, not $: "$" also matches before a trailing newline ("abc\n" would pass).
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}\Z")
@@ -45,9 +51,7 @@ def check_name(name: str) -> str:
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    ctype = request.headers.get("Content-Type", "application/json")
-    if not ctype.split(";")[0].strip().lower().endswith("json"):
-        raise SidecarError("SC1008")
+    require_json(request)
     raw = await request.read()
     try:
         data = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
@@ -68,6 +72,13 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
             f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()
         ]
         raise SidecarError("SC1002", "; ".join(problems)) from None
+
+
+def require_json(request: web.Request) -> None:
+    """SC1008 unless the media type is exactly ``application/json`` (parameters aside)."""
+    ctype = request.headers.get("Content-Type", "")
+    if ctype.split(";")[0].strip().lower() != "application/json":
+        raise SidecarError("SC1008")
 
 
 def _no_constant(name: str) -> Any:
@@ -108,10 +119,12 @@ def json_response(body: Any, status: int = 200, version: int | None = None) -> w
 
 
 def error_response(err: SidecarError) -> web.Response:
-    return web.json_response(err.body(), status=err.status)
+    headers: dict[str, str] | None = getattr(err, "headers", None)
+    return web.json_response(err.body(), status=err.status, headers=headers)
 
 
 _HTTP_CODES = {404: "SC1005", 405: "SC1006", 413: "SC1003"}
+_BROWSER_CODES = frozenset({"SC1008", "SC1015", "SC1016", "SC1017"})
 
 
 @web.middleware
@@ -121,6 +134,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except SidecarError as err:
         if err.status >= 500:
             log.warning("admin_error", code=err.code, status=err.status, error=err.message)
+        elif err.code in _BROWSER_CODES:
+            log.info("admin_refused", code=err.code, method=request.method, path=request.path)
+        runtime(request).metrics.admin_refused.labels(err.code).inc()
         return error_response(err)
     except web.HTTPException as exc:
         code = _HTTP_CODES.get(exc.status)
@@ -146,15 +162,42 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     return response
 
 
-def admin_token_middleware(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
+def browser_guard(allow: Callable[[], hostguard.Allow], *, host: bool = True) -> Any:
+    """Host, Origin and Sec-Fetch-Site checks, then: a body must be ``application/json``.
+
+    ``allow`` is called per request, so a config reload applies at once. ``host=False`` for
+    the health listener, which kubelet probes with ``Host: <pod IP>``.
+    """
 
     @web.middleware
-    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in ("/healthz", "/readyz"):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                raise SidecarError("SC1007")
+    async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        hostguard.check(request.headers, allow(), host=host)
+        if request.body_exists:
+            require_json(request)
         return await handler(request)
 
-    return check
+    return guard
+
+
+def admin_allow(rt: Runtime) -> Callable[[], hostguard.Allow]:
+    """The admin listener's names (``admin.hosts``) and the listeners' allowed origins."""
+    return _allow(rt, lambda cfg: cfg.admin.hosts)
+
+
+def local_allow(rt: Runtime) -> Callable[[], hostguard.Allow]:
+    """The proxy role's local listener: loopback and ``localhost`` only, and allowed origins."""
+    return _allow(rt, lambda _cfg: ())
+
+
+def _allow(rt: Runtime, hosts: Callable[[Config], Iterable[str]]) -> Callable[[], hostguard.Allow]:
+    cache: dict[str, Any] = {}
+
+    def allow() -> hostguard.Allow:
+        cfg = rt.config
+        if cache.get("config") is not cfg:  # rebuilt only after a reload
+            cache["config"] = cfg
+            cache["allow"] = hostguard.Allow.build(hosts(cfg), cfg.listen.allowed_origins)
+        built: hostguard.Allow = cache["allow"]
+        return built
+
+    return allow

@@ -1,7 +1,8 @@
 """Admin routes for credentials: parse, check, verify with the provider, store, answer.
 
-No route returns a secret: responses come from ``store.describe``, which has public fields
-and the *names* of secret fields only.
+No route returns a secret: responses come from ``record.describe``, which has public fields
+and the *names* of secret fields only. Each route declares its contract (``operation``), from
+which ``/v1/openapi.json`` is generated.
 """
 
 from __future__ import annotations
@@ -12,20 +13,24 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from sidecar import audit
 from sidecar.errors import SidecarError, VerificationFailed
 from sidecar.handlers.auth import authorize, credential_store, key_store
 from sidecar.handlers.common import (
     NAME_RE,
+    VERIFY_LIMITER,
     check_name,
     if_match,
     json_response,
     parse_body,
     runtime,
 )
+from sidecar.handlers.contract import NAMED, VAULT, Ok, operation
 from sidecar.handlers.keys import proxy_value
+from sidecar.handlers.models import CredentialList, Saved, Verified, Versions, dump
 from sidecar.logging import get_logger
+from sidecar.record import CredentialView, describe
 from sidecar.schemes.base import Credential
-from sidecar.store import describe
 
 log = get_logger("sidecar.admin")
 routes = web.RouteTableDef()
@@ -51,6 +56,7 @@ class PismoBody(_Body):
 
 
 class PatchBody(_Body):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
     enabled: bool | None = None
     fields: dict[str, str] | None = None
     provider_data: dict[str, Any] | None = None
@@ -58,7 +64,7 @@ class PatchBody(_Body):
 
 async def _verify_then_save(
     request: web.Request, name: str, body: PutBody, version: int | None
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[CredentialView, bool]:
     """The provider says yes before anything is written; a no writes nothing."""
     rt = runtime(request)
     upstream = rt.upstream(body.upstream)
@@ -89,15 +95,32 @@ async def _verify_then_save(
 
 
 @routes.put("/v1/credentials/{name}")
+@operation(
+    "putCredential",
+    "Create or replace; the provider verifies the credential before it is saved",
+    Ok(201, "Created", CredentialView, etag=True),
+    Ok(200, "Replaced", CredentialView, etag=True),
+    errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006"),
+    params=("name", "If-Match"),
+    body=PutBody,
+)
 async def put_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, PutBody)
     await authorize(request, name, ("read",), ("create", "update"))
     view, created = await _verify_then_save(request, name, body, if_match(request))
-    return json_response(view, status=201 if created else 200, version=view["version"])
+    return json_response(dump(view), status=201 if created else 200, version=view.version)
 
 
 @routes.post("/v1/credentials")
+@operation(
+    "pismoCreate",
+    "Pismo-compatible create-or-replace, saved as <provider>-<type> (lowercased)",
+    Ok(201, "Created", Saved),
+    Ok(200, "Replaced", Saved),
+    errors=("SC1004", "SC2002", "SC2004", "SC2005", "SC2006", *VAULT),
+    body=PismoBody,
+)
 async def pismo_create(request: web.Request) -> web.Response:
     """Seed 000's create-or-replace: ``{key, provider, type, provider_data}``."""
     body = await parse_body(request, PismoBody)
@@ -122,8 +145,20 @@ async def pismo_create(request: web.Request) -> web.Response:
     except VerificationFailed:
         raise VerificationFailed(f"{body.provider} - API Invalid credential") from None
     value = await proxy_value(key_store(request), upstream, name)
-    answer = {"message": "Credential saved", **value}
-    return web.json_response(answer, status=201 if created else 200)
+    answer = Saved(message="Credential saved", **value)
+    return web.json_response(dump(answer), status=201 if created else 200)
+
+
+class VerifyBody(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "description": 'Exactly one secret field: {"<field>": "<value>"}',
+            "minProperties": 1,
+            "maxProperties": 1,
+            "additionalProperties": {"type": "string"},
+        },
+    )
 
 
 def _flag(value: str | None) -> bool | None:
@@ -137,6 +172,13 @@ def _flag(value: str | None) -> bool | None:
 
 
 @routes.get("/v1/credentials")
+@operation(
+    "listCredentials",
+    "List credential metadata, optionally filtered",
+    Ok(200, "Metadata of every matching credential", CredentialList),
+    errors=("SC1009", *VAULT),
+    params=("provider", "environment", "enabled"),
+)
 async def list_credentials(request: web.Request) -> web.Response:
     await authorize(request, None, ("list",), metadata=True)
     store = credential_store(request)
@@ -157,25 +199,40 @@ async def list_credentials(request: web.Request) -> web.Response:
                 continue
             raise
         view = describe(name, record, version)
-        if provider is not None and view["upstream"] != provider.lower():
+        if provider is not None and view.upstream != provider.lower():
             continue
-        if environment is not None and view["environment"] != environment:
+        if environment is not None and view.environment != environment:
             continue
-        if enabled is not None and view["enabled"] != enabled:
+        if enabled is not None and view.enabled != enabled:
             continue
         items.append(view)
-    return web.json_response({"credentials": items})
+    return web.json_response(dump(CredentialList(credentials=items)))
 
 
 @routes.get("/v1/credentials/{name}")
+@operation(
+    "getCredential",
+    "Metadata and public fields; never a secret",
+    Ok(200, "The credential", CredentialView, etag=True),
+    errors=NAMED,
+    params=("name",),
+)
 async def get_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read",))
     record, version = await credential_store(request).read(name)
-    return json_response(describe(name, record, version), version=version)
+    return json_response(dump(describe(name, record, version)), version=version)
 
 
 @routes.patch("/v1/credentials/{name}")
+@operation(
+    "patchCredential",
+    "Change non-secret metadata: enabled, public fields, provider_data",
+    Ok(200, "Changed", CredentialView, etag=True),
+    errors=(*NAMED, "SC2002", "SC2003", "SC2004"),
+    params=("name", "If-Match"),
+    body=PatchBody,
+)
 async def patch_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, PatchBody)
@@ -184,10 +241,17 @@ async def patch_credential(request: web.Request) -> web.Response:
         raise SidecarError("SC1002", "nothing to change: give enabled, fields or provider_data")
     await authorize(request, name, ("read", "update"))
     view = await credential_store(request).patch(name, changes, if_match(request))
-    return json_response(view, version=view["version"])
+    return json_response(dump(view), version=view.version)
 
 
 @routes.delete("/v1/credentials/{name}")
+@operation(
+    "deleteCredential",
+    "Delete the credential",
+    Ok(204, "Deleted"),
+    errors=NAMED,
+    params=("name",),
+)
 async def delete_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read",))
@@ -197,28 +261,52 @@ async def delete_credential(request: web.Request) -> web.Response:
 
 
 @routes.post("/v1/credentials/{name}/verify")
+@operation(
+    "verifyCredential",
+    "Compare one secret field with the stored one (transit HMAC, no decryption); "
+    "rate-limited per credential (admin.verify_per_minute) and audited",
+    Ok(200, "Compared", Verified),
+    errors=(*NAMED, "SC1018"),
+    params=("name",),
+    body=VerifyBody,
+    headers=("Retry-After",),
+)
 async def verify_credential(request: web.Request) -> web.Response:
-    """Seed 001's verify, done safely: transit HMAC compare, nothing decrypted or returned."""
+    """Seed 001's verify, done safely: transit HMAC compare, nothing decrypted or returned.
+
+    Rate-limited per credential (``admin.verify_per_minute``) and audited, allowed or not, so
+    that verify cannot serve as an oracle for guessing a secret.
+    """
     name = check_name(request.match_info["name"])
-    body = await parse_body(request, _VerifyBody)
-    supplied = body.model_extra or {}
-    if len(supplied) != 1 or not all(isinstance(v, str) for v in supplied.values()):
-        raise SidecarError("SC1002", 'give exactly one secret field: {"<field>": "<value>"}')
-    ((field, value),) = supplied.items()
-    await authorize(request, name, ("read",))
-    valid = await credential_store(request).verify_secret(name, field, value)
+    field: str | None = None
+    try:
+        await authorize(request, name, ("read",))
+        limit = runtime(request).config.admin.verify_per_minute
+        request.app[VERIFY_LIMITER].hit(name, limit)
+        body = await parse_body(request, VerifyBody)
+        supplied = body.model_extra or {}
+        if len(supplied) != 1 or not all(isinstance(v, str) for v in supplied.values()):
+            raise SidecarError("SC1002", 'give exactly one secret field: {"<field>": "<value>"}')
+        ((field, value),) = supplied.items()
+        valid = await credential_store(request).verify_secret(name, field, value)
+    except SidecarError as err:
+        audit.verify_attempt(name, field, err.code, request.remote)
+        raise
+    audit.verify_attempt(name, field, "valid" if valid else "invalid", request.remote)
     message = "Credentials verified successfully" if valid else f"Invalid {field}"
-    return web.json_response({"name": name, "is_valid": valid, "message": message})
-
-
-class _VerifyBody(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    return web.json_response(dump(Verified(name=name, is_valid=valid, message=message)))
 
 
 @routes.get("/v1/credentials/{name}/versions")
+@operation(
+    "credentialVersions",
+    "KV v2 version history (metadata only)",
+    Ok(200, "Versions", Versions),
+    errors=NAMED,
+    params=("name",),
+)
 async def versions(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read",), metadata=True)
-    return web.json_response(
-        {"name": name, "versions": await credential_store(request).versions(name)}
-    )
+    history = await credential_store(request).versions(name)
+    return web.json_response(dump(Versions.model_validate({"name": name, "versions": history})))

@@ -8,7 +8,6 @@ an optional HMAC key, enable/disable, and no key material ever stored or returne
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
@@ -16,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from sidecar.errors import SidecarError
 from sidecar.handlers.auth import authorize, credential_store, key_store
 from sidecar.handlers.common import check_name, parse_body
+from sidecar.handlers.contract import NAMED, Ok, operation
+from sidecar.handlers.models import IssuedKey, KeyList, ProxyKey, dump
 from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import ALL, MAX_PERMISSIONS, parse, parse_all
 from sidecar.proxykeys.store import KeyStore
@@ -65,19 +66,19 @@ class KeyPatchBody(BaseModel):
     enabled: StrictBool
 
 
-def describe_key(entry: KeyEntry) -> dict[str, Any]:
+def describe_key(entry: KeyEntry) -> ProxyKey:
     """The public view of a key: never the key, its digest or its HMAC key."""
-    return {
-        "key_id": entry.key_id,
-        "credential": entry.credential,
-        "permissions": [p.text for p in entry.permissions],
-        "hmac_enabled": entry.hmac_enabled,
-        "enabled": entry.enabled,
-        "expires_at": entry.expires_at,
-        "created_at": entry.created_at,
-        "updated_at": entry.updated_at,
-        "last_used_at": entry.last_used_at,
-    }
+    return ProxyKey(
+        key_id=entry.key_id,
+        credential=entry.credential,
+        permissions=[p.text for p in entry.permissions],
+        hmac_enabled=entry.hmac_enabled,
+        enabled=entry.enabled,
+        expires_at=entry.expires_at,
+        created_at=entry.created_at,
+        updated_at=entry.updated_at,
+        last_used_at=entry.last_used_at,
+    )
 
 
 def _key_id(request: web.Request) -> str:
@@ -89,6 +90,14 @@ def _key_id(request: web.Request) -> str:
 
 
 @routes.post("/v1/credentials/{name}/keys")
+@operation(
+    "issueKey",
+    "Issue a proxy key; the key (and HMAC key) are shown in this answer only",
+    Ok(201, "Issued", IssuedKey),
+    errors=NAMED,
+    params=("name",),
+    body=IssueBody,
+)
 async def issue_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, IssueBody)
@@ -97,29 +106,51 @@ async def issue_key(request: web.Request) -> web.Response:
     entry, key, hmac_key = await key_store(request).issue(
         name, parse_all(body.permissions), body.hmac, body.expires_at
     )
-    answer = {**describe_key(entry), "key": key}
-    if hmac_key is not None:
-        answer["hmac_key"] = hmac_key
-    return web.json_response(answer, status=201, headers=NO_STORE)
+    extra = {"key": key} if hmac_key is None else {"key": key, "hmac_key": hmac_key}
+    answer = IssuedKey(**describe_key(entry).model_dump(), **extra)
+    return web.json_response(dump(answer), status=201, headers=NO_STORE)
 
 
 @routes.get("/v1/credentials/{name}/keys")
+@operation(
+    "listKeys",
+    "Key ids, permissions and flags; never key material",
+    Ok(200, "Keys", KeyList),
+    errors=NAMED,
+    params=("name",),
+)
 async def list_keys(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read",))
     entries = await key_store(request).entries(name)
-    return web.json_response({"credential": name, "keys": [describe_key(e) for e in entries]})
+    answer = KeyList(credential=name, keys=[describe_key(e) for e in entries])
+    return web.json_response(dump(answer))
 
 
 @routes.get("/v1/credentials/{name}/keys/{key_id}")
+@operation(
+    "getKey",
+    "One key's status; never key material",
+    Ok(200, "The key", ProxyKey),
+    errors=(*NAMED, "SC5006"),
+    params=("name", "key_id"),
+)
 async def get_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read",))
     entry = await key_store(request).entry(name, _key_id(request))
-    return web.json_response(describe_key(entry))
+    return web.json_response(dump(describe_key(entry)))
 
 
 @routes.patch("/v1/credentials/{name}/keys/{key_id}")
+@operation(
+    "patchKey",
+    "Enable or disable; effective on the next proxied request",
+    Ok(200, "Changed", ProxyKey),
+    errors=(*NAMED, "SC2002", "SC5006"),
+    params=("name", "key_id"),
+    body=KeyPatchBody,
+)
 async def patch_key(request: web.Request) -> web.Response:
     """Enable or disable; permissions are fixed at creation (issue a new key instead)."""
     name = check_name(request.match_info["name"])
@@ -127,10 +158,17 @@ async def patch_key(request: web.Request) -> web.Response:
     body = await parse_body(request, KeyPatchBody)
     await authorize(request, name, ("read", "update"))
     entry = await key_store(request).set_enabled(name, key_id, body.enabled)
-    return web.json_response(describe_key(entry))
+    return web.json_response(dump(describe_key(entry)))
 
 
 @routes.delete("/v1/credentials/{name}/keys/{key_id}")
+@operation(
+    "deleteKey",
+    "Delete the key; effective on the next proxied request",
+    Ok(204, "Deleted"),
+    errors=(*NAMED, "SC5006"),
+    params=("name", "key_id"),
+)
 async def delete_key(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     await authorize(request, name, ("read", "update"))

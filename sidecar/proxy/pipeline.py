@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from sidecar import audit
+from sidecar import audit, hostguard
 from sidecar.errors import SidecarError
 from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
@@ -168,6 +168,7 @@ async def forward(
     :class:`sidecar.proxy.listener.Incoming`; both offer what is read here. Returns the upstream,
     its answer (body unread) and when the send started, for the latency metric.
     """
+    hostguard.check_proxy(rt, request)
     upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)

@@ -91,9 +91,9 @@ class LiveSidecar:
             "environment": "sandbox",
             "probe": {"method": "GET", "path": "/v1/balance"},
         }
-        data = config_dict(
-            self.vault_addr, self.prefix, {"azupay": upstream}, admin={"max_body": 4096}
-        )
+        # verify's rate limit is raised: the fuzzers verify far more than 10 times a minute.
+        admin = {"max_body": 4096, "verify_per_minute": 100_000}
+        data = config_dict(self.vault_addr, self.prefix, {"azupay": upstream}, admin=admin)
         self.runtime = rt = Runtime(config.loads(yaml.safe_dump(data), {}))
         self.admin_url = await self._serve(build_admin_app(rt))
         self._proxy, self.proxy_url = await serve_proxy(rt)

@@ -201,3 +201,32 @@ async def test_admin_token_is_required_when_configured(
     )
     assert r.status == 200
     assert (await sidecar.admin.get("/healthz")).status == 200
+
+
+async def test_verify_is_rate_limited_per_credential_and_audited(sidecar: Sidecar) -> None:
+    """10 verifies a minute per credential: the 11th is 429 SC1018 with Retry-After, another
+    credential is unaffected, and every attempt (refused ones too) leaves an audit line."""
+    from structlog.testing import capture_logs
+
+    admin = sidecar.admin
+    for name in ("azupay", "pix-partner-pix"):
+        upstream = "azupay" if name == "azupay" else "pix-partner"
+        r = await admin.put(f"/v1/credentials/{name}", json={**body(), "upstream": upstream})
+        assert r.status == 201
+    statuses: list[int] = []
+    with capture_logs() as logs:
+        for i in range(11):
+            guess = {"api_key": "SECR_good_key_1" if i == 0 else f"SECR_guess_{i}"}
+            r = await admin.post("/v1/credentials/azupay/verify", json=guess)
+            statuses.append(r.status)
+        refused = await r.json()
+        retry_after = r.headers.get("Retry-After", "")
+        other = await admin.post("/v1/credentials/pix-partner-pix/verify", json={"api_key": "x"})
+    assert statuses == [200] * 10 + [429]
+    assert refused["code"] == "SC1018" and retry_after.isdigit() and 1 <= int(retry_after) <= 60
+    assert other.status == 200
+    events = [e for e in logs if e["event"] == "credential_verify"]
+    outcomes = [e["outcome"] for e in events if e["credential"] == "azupay"]
+    assert outcomes == ["valid"] + ["invalid"] * 9 + ["SC1018"]
+    assert len(events) == 12 and not [e for e in events if "SECR_" in repr(e)]
+    print(f"verify: statuses {statuses}, Retry-After {retry_after} s, other credential 200")

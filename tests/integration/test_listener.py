@@ -185,7 +185,7 @@ async def exchange(
 
 async def test_keep_alive_and_pipelined_requests_answer_in_order(sidecar: Sidecar) -> None:
     """Five requests sent at once on one connection get five answers, in order, and the connection stays open."""
-    request = b"GET /peer/v1/%d HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET /peer/v1/%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     data = b"".join(request % i for i in range(5))
     answers, closed = await exchange(sidecar, data, answers=5)
     assert [a.status for a in answers] == [200] * 5
@@ -197,7 +197,7 @@ async def test_keep_alive_and_pipelined_requests_answer_in_order(sidecar: Sideca
 
 async def test_upstream_headers_relayed_byte_for_byte(sidecar: Sidecar) -> None:
     """The provider's header bytes reach the app as sent (case, duplicates), minus hop-by-hop ones."""
-    answers, _ = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers, _ = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     (a,) = answers
     assert [v for n, v in a.headers if n == b"set-cookie"] == [b"a=1", b"b=2"]
     assert a.header(b"x-raw") == b"MiXeD"
@@ -207,11 +207,11 @@ async def test_upstream_headers_relayed_byte_for_byte(sidecar: Sidecar) -> None:
 
 async def test_chunked_answer_rechunked_for_http11_and_closed_for_http10(sidecar: Sidecar) -> None:
     """An unsized answer is chunked for an HTTP/1.1 app and close-delimited for an HTTP/1.0 one."""
-    answers, closed = await exchange(sidecar, b"GET /peer/chunked HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers, closed = await exchange(sidecar, b"GET /peer/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answers[0].body == b"part0;part1;part2;part3;part4;"
     assert answers[0].header(b"transfer-encoding") == b"chunked"
     assert not closed
-    answers, closed = await exchange(sidecar, b"GET /peer/chunked HTTP/1.0\r\nHost: x\r\n\r\n")
+    answers, closed = await exchange(sidecar, b"GET /peer/chunked HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
     assert answers[0].body == b"part0;part1;part2;part3;part4;"
     assert answers[0].header(b"transfer-encoding") is None
     assert closed
@@ -220,7 +220,7 @@ async def test_chunked_answer_rechunked_for_http11_and_closed_for_http10(sidecar
 async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
     """A 204 carries no body, so the next pipelined answer is framed right after it."""
     data = (
-        b"GET /peer/empty HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /peer/empty HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /peer/v1/after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
     answers, _ = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [204, 200]
@@ -228,10 +228,10 @@ async def test_204_and_head_have_no_body(sidecar: Sidecar) -> None:
     # HEAD: the provider's Content-Length is relayed, and not one body byte follows it.
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
     try:
-        writer.write(b"HEAD /peer/v1/h HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"HEAD /peer/v1/h HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nContent-Length: " in head
-        writer.write(b"GET /peer/v1/next HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /peer/v1/next HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         following = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         assert following.startswith(b"HTTP/1.1 200 ")  # not body bytes of the HEAD answer
     finally:
@@ -245,7 +245,7 @@ async def test_chunked_request_body_streams_through_intact(sidecar: Sidecar, pee
         b"%x\r\n%s\r\n" % (len(payload[i : i + 65536]), payload[i : i + 65536])
         for i in range(0, len(payload), 65536)
     )
-    head = b"POST /peer/v1/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = b"POST /peer/v1/upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
     answers, _ = await exchange(sidecar, head + framed + b"0\r\n\r\n")
     assert answers[0].status == 200
     assert hashlib.sha256(payload).hexdigest().encode() in answers[0].body
@@ -257,7 +257,7 @@ async def test_expect_100_continue_is_answered(sidecar: Sidecar) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
     try:
         writer.write(
-            b"POST /peer/v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"POST /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\n\r\n"
         )
         interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
@@ -273,8 +273,8 @@ async def test_expect_100_continue_is_answered(sidecar: Sidecar) -> None:
     "data",
     [
         b"garbage\r\n\r\n",
-        b"GET /peer/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        b"POST /peer/x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        b"GET /peer/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"POST /peer/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ],
     ids=["garbage", "two-lengths", "length-and-chunked"],
@@ -295,7 +295,7 @@ async def test_oversized_head_is_431(sidecar: Sidecar, peer: Any) -> None:
     """A head over the limits gets 431 SC4013 and a closed connection."""
     headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
     before = len(peer[0].bodies)
-    pipelined = b"GET /peer/v1/after HTTP/1.1\r\nHost: x\r\n\r\n"
+    pipelined = b"GET /peer/v1/after HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     answers, closed = await exchange(
         sidecar, b"GET /peer/x HTTP/1.1\r\n" + headers + b"\r\n" + pipelined
     )
@@ -308,7 +308,7 @@ async def test_oversized_head_is_431(sidecar: Sidecar, peer: Any) -> None:
 
 async def test_refusal_keeps_the_connection(sidecar: Sidecar) -> None:
     """A refused request does not cost the app its keep-alive connection."""
-    data = b"GET /nowhere/x HTTP/1.1\r\nHost: x\r\n\r\nGET /peer/v1/y HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = b"GET /nowhere/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /peer/v1/y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     answers, closed = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [403, 200]
     assert answers[0].header(b"x-sidecar-error") == b"SC4001"
@@ -318,11 +318,11 @@ async def test_refusal_keeps_the_connection(sidecar: Sidecar) -> None:
 async def test_client_gone_mid_body_does_not_break_the_listener(sidecar: Sidecar) -> None:
     """A client that leaves mid-upload does not disturb the next client."""
     _, writer = await asyncio.open_connection("127.0.0.1", sidecar.proxy.port)
-    writer.write(b"POST /peer/v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+    writer.write(b"POST /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nabc")
     await writer.drain()
     writer.close()
     await asyncio.sleep(0.2)
-    answers, _ = await exchange(sidecar, b"GET /peer/v1/ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    answers, _ = await exchange(sidecar, b"GET /peer/v1/ok HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answers[0].status == 200
 
 
@@ -356,7 +356,7 @@ async def test_access_log_line_per_request_only_when_enabled(
     assert KEY not in repr(logs)
 
 
-@pytest.mark.parametrize("sent", [b"", b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n"])
+@pytest.mark.parametrize("sent", [b"", b"GET /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"])
 async def test_idle_and_stalled_connections_are_closed(
     sidecar: Sidecar, monkeypatch: pytest.MonkeyPatch, sent: bytes
 ) -> None:
@@ -376,7 +376,7 @@ async def test_pipelined_requests_with_bodies_keep_their_bodies(
     """Pipelined uploads of different sizes each reach the provider with their own body."""
 
     def post(body: bytes) -> bytes:
-        return b"POST /peer/v1/p HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (
+        return b"POST /peer/v1/p HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n\r\n%s" % (
             len(body),
             body,
         )
@@ -390,7 +390,7 @@ async def test_pipelined_requests_with_bodies_keep_their_bodies(
 async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> None:
     """Connection: close and plain HTTP/1.0 end the connection; HTTP/1.0 keep-alive is kept and said so."""
     _, closed = await exchange(
-        sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        sidecar, b"GET /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     assert closed
     answers, closed = await exchange(sidecar, b"GET /peer/v1/x HTTP/1.0\r\n\r\n")
@@ -404,7 +404,7 @@ async def test_connection_close_and_http10_are_honoured(sidecar: Sidecar) -> Non
 
 async def test_garbage_after_a_good_request_still_lets_it_finish(sidecar: Sidecar) -> None:
     """A request parsed before a garbage line is answered in full, then the garbage gets its 400 and the close."""
-    data = b"GET /peer/chunked HTTP/1.1\r\nHost: x\r\n\r\ngarbage\r\n\r\n"
+    data = b"GET /peer/chunked HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\ngarbage\r\n\r\n"
     answers, closed = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [200, 400]
     assert answers[0].body == b"part0;part1;part2;part3;part4;"
@@ -415,8 +415,8 @@ async def test_garbage_after_a_good_request_still_lets_it_finish(sidecar: Sideca
 async def test_upgrade_requests_are_answered_plainly_and_not_tunnelled(sidecar: Sidecar) -> None:
     """A WebSocket upgrade is proxied as a plain request; what follows it is never read."""
     data = (
-        b"GET /peer/v1/ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
-        b"GET /peer/v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"GET /peer/v1/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        b"GET /peer/v1/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
     )
     answers, closed = await exchange(sidecar, data, answers=2)
     assert [a.status for a in answers] == [200]
@@ -429,7 +429,7 @@ async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
 ) -> None:
     """Past MAX_PIPELINE queued requests the socket is paused, then resumed: none is lost."""
     count = proxyserver.MAX_PIPELINE * 3
-    data = b"".join(b"GET /peer/v1/n%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(count))
+    data = b"".join(b"GET /peer/v1/n%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % i for i in range(count))
     answers, closed = await exchange(sidecar, data, answers=count)
     assert [a.status for a in answers] == [200] * count
     assert [a.body.split(b'"path": "')[1].split(b'"')[0] for a in answers] == [
@@ -441,7 +441,7 @@ async def test_more_pipelined_requests_than_the_queue_holds_are_all_answered(
 async def internal_error(sc: Sidecar) -> list[dict[str, Any]]:
     """One request that must end in 500 SC1000 and a closed connection; what was logged."""
     with capture_logs() as logs:
-        answers, closed = await exchange(sc, b"GET /peer/v1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers, closed = await exchange(sc, b"GET /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     assert answers[0].status == 500
     assert answers[0].header(b"x-sidecar-error") == b"SC1000"
     assert closed

@@ -157,7 +157,7 @@ async def test_connect_is_refused_without_interception(sidecar: Sidecar) -> None
 async def test_dot_segments_are_refused(sidecar: Sidecar) -> None:
     """A path cannot climb out of the upstream's base path."""
     reader, writer = await asyncio.open_connection(sidecar.proxy.host, sidecar.proxy.port)
-    writer.write(b"GET /echo/a/../../b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /echo/a/../../b HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
     await writer.drain()
     raw = await reader.read()
     writer.close()
@@ -250,7 +250,7 @@ async def test_control_characters_in_headers_refused(
     echo, _ = echo_server
     before = len(echo.seen)
     reader, writer = await asyncio.open_connection(sidecar.proxy.host, sidecar.proxy.port)
-    writer.write(b"GET /echo/x HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\nConnection: close\r\n\r\n")
+    writer.write(b"GET /echo/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Bad: a\x01b\r\nConnection: close\r\n\r\n")
     await writer.drain()
     raw = await reader.read()
     writer.close()

@@ -87,8 +87,8 @@ async def test_concurrent_replaces_never_mix(store: CredentialStore) -> None:
     assert set(outcomes) <= {"ok", "SC2002"}
     assert outcomes.count("ok") >= 1
     record, final_version = await store.read("race")
-    winner = record["provider_data"]["i"]
-    assert record["fields"] == {"login": f"l{winner}"}
+    winner = record.provider_data["i"]
+    assert record.fields == {"login": f"l{winner}"}
     assert await store.verify_secret("race", "secret_key", f"s{winner}-secret")
     assert final_version == version + outcomes.count("ok")
 
@@ -102,7 +102,7 @@ async def test_if_match_mismatch_is_412(store: CredentialStore) -> None:
         )
     assert info.value.code == "SC2003"
     record, version = await store.read("ifm")
-    assert record["fields"]["login"] == "a" and version == 1
+    assert record.fields["login"] == "a" and version == 1
 
 
 async def test_verify_secret_uses_hmac_and_survives_key_rotation(

@@ -103,7 +103,8 @@ async def test_host_header_must_match_the_tunnel(intercepting: Intercepting) -> 
     )
     raw = await reader.read()
     writer.close()
-    assert raw.startswith(b"HTTP/1.1 403 ") and b"SC4001" in raw
+    # Refused before routing: a Host no upstream declares is misdirected (hostguard, 421).
+    assert raw.startswith(b"HTTP/1.1 421 ") and b"SC1015" in raw
     assert intercepting.peer.seen == []
 
 

@@ -241,11 +241,11 @@ async def test_credential_store_works_with_the_policies_alone(
     assert created
     fields["secret_key"] = "k-654321"
     view, created = await store.put(name, "placetopay", "sandbox", fields, {}, if_match=1)
-    assert not created and view["version"] == 2
+    assert not created and view.version == 2
     assert name in await store.names()
     assert [v["version"] for v in await store.versions(name)] == [1, 2]
     assert await store.verify_secret(name, "secret_key", "k-654321")
-    assert (await store.patch(name, {"enabled": False}))["enabled"] is False
+    assert (await store.patch(name, {"enabled": False})).enabled is False
     fresh = store_for(openbao, str(client.token), prefix, create_transit_key=False)
     assert await fresh.sync() >= 1
     cred = fresh.cached(name)
