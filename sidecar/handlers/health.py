@@ -13,7 +13,7 @@ from aiohttp import web
 
 from sidecar.handlers.common import runtime
 from sidecar.handlers.contract import Ok, operation
-from sidecar.handlers.models import Health, Readiness
+from sidecar.handlers.models import Health, Readiness, Status, dump
 from sidecar.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
@@ -29,7 +29,7 @@ async def healthz(_request: web.Request) -> web.Response:
 @routes.get("/readyz")
 @operation(
     "readyz",
-    "Readiness: config loaded, Vault authenticated, cache filled",
+    "Readiness (can serve): config loaded, cache warm within max_stale, Vault session valid",
     Ok(200, "Ready", Readiness),
     Ok(503, "Not ready yet", Readiness),
     public=True,
@@ -52,6 +52,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @status_routes.get("/v1/status")
+@operation(
+    "status",
+    "Why the sidecar is (not) ready: token TTL, cache age, last error code per background loop",
+    Ok(200, "Status", Status),
+)
 async def status(request: web.Request) -> web.Response:
     """Token TTL, last sync age, last error by code per loop: the why behind /readyz."""
-    return web.json_response(runtime(request).status())
+    return web.json_response(dump(Status.model_validate(runtime(request).status())))

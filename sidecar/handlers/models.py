@@ -38,6 +38,35 @@ class Readiness(Answer):
     checks: dict[str, bool]
 
 
+class VaultSession(Answer):
+    method: str
+    valid: bool
+    token_ttl: float | None
+    last_ok_age: float | None
+    last_error: str | None
+    logins: int
+    failed_logins: int
+    renewals: int
+    next_login_in: float | None
+
+
+class CacheState(Answer):
+    age: float | None
+    max_stale: float
+    credentials: int
+
+
+class Status(Answer):
+    """The why behind /readyz: never a secret, only ages, counts and error codes."""
+
+    ready: bool
+    checks: dict[str, bool]
+    vault: VaultSession
+    cache: CacheState
+    last_errors: dict[str, str]
+    errors: dict[str, int]
+
+
 class CredentialList(Answer):
     credentials: list[CredentialView]
 

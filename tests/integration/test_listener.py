@@ -596,13 +596,13 @@ async def settle(condition: Callable[[], bool]) -> bool:
     return condition()
 
 
-CHUNKED = b"POST /rec/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
 @pytest.mark.parametrize(
     "data",
     [
-        b"POST /rec/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n",
+        b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: identity\r\n\r\n",
         CHUNKED + b"FFFFFFFFFFFFFFFFFF\r\n",
         CHUNKED + b"5\nhello\n0\n\n",
         CHUNKED + b"5\r\nhelloXX",
@@ -666,7 +666,7 @@ async def test_client_gone_mid_body_aborts_the_upstream_request(
     (SC4015) in the log, not an unhandled error."""
     _, writer = await asyncio.open_connection("127.0.0.1", rsc.proxy.port)
     with capture_logs() as logs:
-        writer.write(b"POST /rec/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+        writer.write(b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nabc")
         await recorder.until(
             lambda: bool(recorder.conns) and recorder.conns[0].data.endswith(b"abc")
         )
@@ -740,7 +740,7 @@ async def test_never_ending_header_line_is_cut_at_the_head_limit(
     """A header line that never ends is refused 431 once MAX_HEAD bytes of head were fed to the
     parser, and the sidecar stops reading there (bounded memory, linear cost)."""
     reads = count_reads(monkeypatch)
-    blocks = [b"POST /rec/x HTTP/1.1\r\nHost: x\r\nX: "] + [b"a" * 65536] * 128  # 8 MiB
+    blocks = [b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX: "] + [b"a" * 65536] * 128  # 8 MiB
     started = time.perf_counter()
     with capture_logs() as logs:
         answers, closed, sent = await flood_head(rsc, blocks)
@@ -783,8 +783,8 @@ async def test_100_continue_waits_for_the_answer_ahead_of_it(sidecar: Sidecar, p
     continue_ = b"HTTP/1.1 100 Continue\r\n\r\n"
     try:
         writer.write(
-            b"GET /peer/gated HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /peer/v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"GET /peer/gated HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"POST /peer/v1/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n"
             b"Expect: 100-continue\r\n\r\n"
         )
         await asyncio.wait_for(peer[0].entered.wait(), 5)  # the first answer is streaming
@@ -821,14 +821,14 @@ async def test_stalled_bodies_time_out_and_free_the_upstream_pool(
     pool = sc.runtime.upstreams["rec"].pool
     assert pool is not None
     monkeypatch.setattr(pool, "_limit", stalled)  # the stalled requests fill the pool exactly
-    head = b"POST /rec/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789"
+    head = b"POST /rec/slow HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000\r\n\r\n0123456789"
     conns = [await asyncio.open_connection("127.0.0.1", sc.proxy.port) for _ in range(stalled)]
     try:
         started = time.perf_counter()
         for _, writer in conns:
             writer.write(head)
         await recorder.until(lambda: recorder.heads >= stalled)
-        fast, _ = await exchange(sc, b"GET /rec/fast HTTP/1.1\r\nHost: x\r\n\r\n")
+        fast, _ = await exchange(sc, b"GET /rec/fast HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         fast_done = time.perf_counter() - started
         slow = [await read_answers(reader, 1) for reader, _ in conns]
         print(
@@ -851,9 +851,9 @@ async def test_a_large_head_after_pipelined_requests_is_not_miscounted(
 ) -> None:
     """A legitimate head just under the limit, pipelined behind other requests in the same
     read, is served: the limit counts only its own bytes, never its neighbours'."""
-    small = b"GET /rec/s HTTP/1.1\r\nHost: x\r\n\r\n" * 1500  # about 48 KiB
+    small = b"GET /rec/s HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 1500  # about 48 KiB
     lines = b"".join(b"X-%03d: %s\r\n" % (i, b"v" * 590) for i in range(100))  # 60 KiB
-    big = b"GET /rec/big HTTP/1.1\r\nHost: x\r\n" + lines + b"\r\n"
+    big = b"GET /rec/big HTTP/1.1\r\nHost: 127.0.0.1\r\n" + lines + b"\r\n"
     assert len(small) + len(big) > proxyserver.MAX_HEAD > len(big)
     answers, closed = await exchange(rsc, small + big, answers=1501)
     assert [a.status for a in answers] == [200] * 1501
@@ -884,7 +884,7 @@ async def test_a_queued_request_whose_body_breaks_never_starts(
     try:
         with capture_logs() as logs:
             writer.write(
-                b"GET /peer/gated HTTP/1.1\r\nHost: x\r\n\r\n" + CHUNKED + b"5\r\nhello\r\n"
+                b"GET /peer/gated HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + CHUNKED + b"5\r\nhello\r\n"
             )
             await asyncio.wait_for(peer[0].entered.wait(), 5)
             writer.write(b"zz\r\n")  # the queued body breaks while the answer ahead streams
@@ -919,7 +919,7 @@ async def test_stalled_body_read_whole_is_408_with_nothing_sent(
     assert r.status == 201
     before = sum(len(c.data) for c in recorder.conns)  # (saving may have probed the provider)
     answers, closed = await exchange(
-        sc, b'POST /p2p/api/session HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"a":'
+        sc, b'POST /p2p/api/session HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n{"a":'
     )
     assert [(a.status, a.header(b"x-sidecar-error")) for a in answers] == [(408, b"SC4014")]
     assert closed

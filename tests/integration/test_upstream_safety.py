@@ -119,7 +119,7 @@ def header(raw: bytes, name: str) -> str | None:
 
 
 FINAL = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-GET = b"GET /up/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+GET = b"GET /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
 @pytest.mark.parametrize(
@@ -173,7 +173,7 @@ async def test_plain_interim_answers_are_skipped(
 
 # --------------------------------------------------------------------------- was it sent?
 
-POST_HEAD = b"POST /up/pay HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+POST_HEAD = b"POST /up/pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
 
 
 async def test_request_sent_none_when_the_upstream_closes_before_reading(

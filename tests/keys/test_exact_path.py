@@ -38,7 +38,7 @@ async def send_raw(sc: Sidecar, target: bytes, key: str) -> bytes:
     writer.write(
         b"GET "
         + target
-        + b" HTTP/1.1\r\nHost: x\r\nProxy-Authorization: "
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: "
         + auth
         + b"\r\nConnection: close\r\n\r\n"
     )
