@@ -10,8 +10,12 @@ request bodies streamed with flow control both ways, the sidecar's own refusals,
 the upstream's answer byte for byte (its header bytes are not re-encoded), re-framed for the
 client (Content-Length as given, else chunked, else close-delimited for HTTP/1.0).
 
-What it hands on: a ``CONNECT`` request, and the connection with it, goes to the aiohttp proxy
-application (``build_proxy_app``), which owns HTTPS interception and its tunnels, unchanged.
+CONNECT is answered here too, so every mode runs on this one engine: a CONNECT to a host that
+interception terminates (``proxy/intercept.py``) gets the 200 line, the connection moves under
+TLS, and a new :class:`ProxyProtocol` serves the tunnel with a router bound to that host; any
+other CONNECT is refused (403) on the error path of every other refusal, and the connection
+closed. Tunnels are connections of the listener like the others: keep-alive, pipelining,
+limits and graceful stop are the same.
 """
 
 from __future__ import annotations
@@ -19,23 +23,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
-from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
+from sidecar.proxy import intercept
 from sidecar.proxy import pipeline as proxy
 from sidecar.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sidecar.proxy.pipeline import Router
 
 log = get_logger("sidecar.proxy")
 
@@ -182,10 +190,9 @@ class Body:
 
 
 class Incoming:
-    """One parsed request; satisfies :class:`sidecar.proxy.request.ProxyRequest`."""
+    """One parsed request, as the pipeline takes it (and audit and proxy keys read it)."""
 
     __slots__ = (
-        "_state",
         "body_exists",
         "content",
         "content_length",
@@ -193,6 +200,7 @@ class Incoming:
         "keep_alive",
         "method",
         "raw_path",
+        "spend",
         "version",
     )
 
@@ -214,21 +222,20 @@ class Incoming:
         self.content = content
         self.content_length = content_length
         self.body_exists = content is not None
-        self._state: dict[Any, Any] = {}
-
-    def get(self, key: Any, /) -> Any:
-        return self._state.get(key)
-
-    def __setitem__(self, key: Any, value: Any, /) -> None:
-        self._state[key] = value
+        self.spend: audit.Spend | None = None  # the audit record, once begun
 
 
 class ProxyProtocol(asyncio.Protocol):
-    """One client connection: parse, answer requests one at a time, in order."""
+    """One client connection: parse, answer requests one at a time, in order.
 
-    def __init__(self, listener: ProxyListener) -> None:
+    ``router`` picks each request's upstream: ``pipeline.route`` on a plain connection, the
+    tunnel's ``intercept.TunnelRouter`` on an intercepted TLS connection.
+    """
+
+    def __init__(self, listener: ProxyListener, router: Router = proxy.route) -> None:
         self.listener = listener
         self.rt = listener.rt
+        self.router = router
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -383,7 +390,7 @@ class ProxyProtocol(asyncio.Protocol):
                 keep = False  # the rest of an unread body cannot be skipped reliably
             transport = self.transport
             if transport is None:
-                pass  # handed to aiohttp
+                pass  # moved under TLS: the tunnel's own protocol serves it now
             elif (
                 self._closing
                 or not keep
@@ -404,7 +411,7 @@ class ProxyProtocol(asyncio.Protocol):
         rt = self.rt
         audit.begin(req)
         try:
-            upstream, reply, started = await proxy.forward(rt, req, proxy.route)
+            upstream, reply, started = await proxy.forward(rt, req, self.router)
         except SidecarError as err:
             keep = req.keep_alive and (req.content is None or req.content.complete)
             answer, sent = error_answer(err, keep)
@@ -493,10 +500,9 @@ class ProxyProtocol(asyncio.Protocol):
         self.transport.close()
 
     def _upgraded(self, rest: bytes) -> None:
-        """CONNECT goes to the aiohttp application; other upgrades are not proxied."""
-        req = self._pipeline[-1] if self._pipeline else None
+        """CONNECT is answered here; other upgrades are not proxied."""
         method = self.parser.get_method()
-        if method != b"CONNECT" or self._busy or req is not None:
+        if method != b"CONNECT" or self._busy or self._pipeline:
             # An ``Upgrade:`` request was answered (or is being) as a plain request; what
             # follows it on the wire is another protocol, so nothing more is read.
             self._transport().pause_reading()
@@ -505,21 +511,45 @@ class ProxyProtocol(asyncio.Protocol):
                 self._closing = True
                 self._transport().close()
             return
-        head = [b"CONNECT ", *self._url, b" HTTP/%s\r\n" % self.parser.get_http_version().encode()]
-        head += [b"%s: %s\r\n" % pair for pair in self._headers]
-        head.append(b"\r\n")
-        self._handoff(b"".join(head) + rest)
+        req = self._incoming()
+        audit.begin(req)
+        try:
+            host = self._authorize(req, rest)
+        except SidecarError as err:
+            self._refuse(req, err)
+            return
+        self._handoff(host)
 
-    def _handoff(self, replay: bytes) -> None:
+    def _authorize(self, req: Incoming, rest: bytes) -> str:
+        """The CONNECT host, if interception terminates it; else the refusal to answer."""
+        interceptor = self.listener.interceptor
+        if interceptor is None or isinstance(self.router, intercept.TunnelRouter):
+            raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
+        host = interceptor.authorize(req.raw_path)
+        if rest:  # TLS bytes sent before the 200: they would be lost in the switch to TLS
+            raise SidecarError("SC4011", "Data sent before the CONNECT was answered")
+        return host
+
+    def _refuse(self, req: Incoming, err: SidecarError) -> None:
+        """A refused CONNECT: the error answer, then the connection closes; nothing is read on."""
+        answer, sent = error_answer(err, False)
+        proxy.account_refusal(self.rt, req, err, sent)
         transport = self._transport()
+        transport.pause_reading()
+        self._closing = True
+        transport.write(answer)
+        transport.close()
+
+    def _handoff(self, host: str) -> None:
+        """Answer 200 and move the connection under TLS; the listener serves the tunnel."""
+        transport = self._transport()
+        transport.pause_reading()  # until start_tls reads it: nothing reaches this parser now
         self._cancel_idle()
         self.listener.connections.discard(self)
         self.transport = None
         self._closing = True
-        handler = self.listener.aiohttp_protocol()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(replay)
+        transport.write(intercept.ESTABLISHED)
+        self.listener.tunnel(transport, host)
 
     # -- idle connections -------------------------------------------------------------------
 
@@ -543,15 +573,35 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class _Early(asyncio.Protocol):
+    """The tunnel's protocol during the handshake: TLS can deliver the client's first bytes
+    before ``start_tls`` returns, so they are kept for the protocol that then serves them."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # keep the transport: the requests already received are answered first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
 class ProxyListener:
-    """The listening socket, its connections, and the aiohttp app that CONNECT goes to."""
+    """The listening socket, its connections (intercepted tunnels included) and the interceptor."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.app = proxy.build_proxy_app(rt)
+        self.interceptor = intercept.install(rt) if rt.config.intercept.enabled else None
         self.connections: set[ProxyProtocol] = set()
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.stopping = False
-        self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -561,23 +611,72 @@ class ProxyListener:
         return port
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        if self.interceptor is not None:
+            self.interceptor.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ProxyProtocol(self), host, port, reuse_address=True, backlog=1024
         )
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
-        assert self._runner is not None and self._runner.server is not None
-        handler: asyncio.Protocol = self._runner.server()
-        return handler
+    def tunnel(self, transport: asyncio.Transport, host: str) -> None:
+        """Start the TLS handshake of an answered CONNECT; the task is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, host))
+        self.handshakes.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.handshakes.discard(task)
+            if task.cancelled():  # by stop(), possibly before the handshake even began
+                transport.abort()
+
+        task.add_done_callback(done)
+
+    async def _handshake(self, transport: asyncio.Transport, host: str) -> None:
+        """TLS with the host's leaf, then the same protocol serves the tunnel, routed by host."""
+        assert self.interceptor is not None
+        loop = asyncio.get_running_loop()
+        early = _Early()
+        try:
+            ctx = self.interceptor.context(host)
+            tls = await loop.start_tls(
+                transport,
+                early,
+                ctx,
+                server_side=True,
+                ssl_handshake_timeout=intercept.HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("intercept_handshake_failed", host=host, error=type(exc).__name__)
+            transport.close()
+            return
+        except Exception:
+            log.exception("intercept_failed", host=host)
+            transport.close()
+            return
+        if tls is None or early.lost:
+            return
+        if self.stopping:  # the stop began during the handshake: this tunnel never serves
+            tls.abort()
+            return
+        protocol = ProxyProtocol(self, self.interceptor.router(host))
+        tls.set_protocol(protocol)
+        protocol.connection_made(tls)  # start_tls does not call it for a server-side switch
+        log.debug("intercept_established", host=host)
+        for data in early.data:
+            protocol.data_received(data)
+        if early.eof and not protocol.eof_received():
+            tls.close()  # as on a plain connection: the client's EOF ends it
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now."""
+        """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now.
+
+        Intercepted tunnels are connections like the others: an idle one closes at once, a busy
+        one finishes its request first. TLS handshakes not yet done are cut.
+        """
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        for task in list(self.handshakes):
+            task.cancel()
         deadline = time.monotonic() + grace
         while True:
             for conn in list(self.connections):
@@ -591,6 +690,3 @@ class ProxyListener:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        if self._runner is not None:
-            await self._runner.cleanup()  # intercepted tunnels drain here
-            self._runner = None
