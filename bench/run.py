@@ -4,7 +4,10 @@ Order of events: the upstream and OpenBao; the sidecar once with an empty store 
 credentials through the admin API, verified against the upstream like in production), then
 again, timing start to ``/readyz`` 200 with the credentials to load; the forwarder; then the
 cells, scheme by scheme and concurrency by concurrency, direct / forwarder / sidecar side by
-side so a noisy neighbour hurts all three alike.
+side so a noisy neighbour hurts all three alike. Intercepted HTTPS (``CONNECT`` + TLS,
+keep-alive in the tunnel) is measured on a second sidecar, the same code with interception on
+(so the first one's memory and start-up figures stay those of the default config), beside
+path mode on that same process and by the same bundled generator (wrk cannot CONNECT).
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Ports:
     admin: int = field(default_factory=free_port)
     against_proxy: int = field(default_factory=free_port)
     against_admin: int = field(default_factory=free_port)
+    intercept_proxy: int = field(default_factory=free_port)
+    intercept_admin: int = field(default_factory=free_port)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -124,6 +129,27 @@ def start_against(
     return proc
 
 
+def start_intercepting(
+    s: Settings, config: dict[str, Any], ports: Ports, started: list[procs.Proc]
+) -> procs.Proc:
+    """This checkout's sidecar with interception on, on its own ports, sharing the credentials."""
+    data = {
+        **config,
+        "listen": {
+            "proxy": f"127.0.0.1:{ports.intercept_proxy}",
+            "admin": f"127.0.0.1:{ports.intercept_admin}",
+        },
+        "intercept": {"enabled": True, "ca_cert_path": str(ca_file(s))},
+    }
+    path = s.logs / "sidecar-intercept.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--config", str(path)]
+    proc = procs.spawn("sidecar-intercept", cmd, s.logs / "sidecar-intercept.log")
+    started.append(proc)
+    procs.wait_ok(ports.url(ports.intercept_admin) + "/readyz", proc)
+    return proc
+
+
 def store_credentials(s: Settings, ports: Ports) -> None:
     for sc in s.scenarios:
         name = sc.upstream_config("")["credential"]
@@ -131,8 +157,18 @@ def store_credentials(s: Settings, ports: Ports) -> None:
         procs.http_json("PUT", f"{ports.url(ports.admin)}/v1/credentials/{name}", body)
 
 
-def target(sc: Scenario, base: str, prefix: str) -> load.Target:
-    return load.Target(base + prefix + sc.path, sc.method, sc.headers, sc.body)
+def ca_file(s: Settings) -> Path:
+    """Where the sidecar writes its interception CA, for the load generator to trust."""
+    return s.logs / "sidecar-ca.pem"
+
+
+def target(sc: Scenario, base: str, prefix: str, connect: str = "", ca: str = "") -> load.Target:
+    return load.Target(base + prefix + sc.path, sc.method, sc.headers, sc.body, connect, ca)
+
+
+# The interception sidecar's two parties, both driven by the bundled generator.
+PATH_PY = "icpt:path"  # path mode, the reference
+INTERCEPTED = "icpt:connect"  # CONNECT + TLS, keep-alive in the tunnel
 
 
 def run(s: Settings) -> dict[str, Any]:
@@ -162,6 +198,7 @@ def run(s: Settings) -> dict[str, Any]:
         sidecar, ready = start_sidecar(s, config_path, ports, started, s.cprofile)
         forwarder = _start_forwarder(s, ports, started)
         against = start_against(s, config, ports, started) if s.against else None
+        intercepting = start_intercepting(s, config, ports, started)
         time.sleep(0.5)
         side: dict[str, Any] = {
             "pid": sidecar.pid,
@@ -178,7 +215,7 @@ def run(s: Settings) -> dict[str, Any]:
         spy = pyspy.start(sidecar, s.profile) if s.profile else None
         try:
             with procs.RssSampler(sidecar) as sampler:
-                cells = _cells(s, ports, forwarder, sidecar, against)
+                cells = _cells(s, ports, forwarder, sidecar, against, intercepting)
         finally:
             pyspy.stop(spy)
         load_seconds = time.monotonic() - load_started
@@ -241,6 +278,7 @@ def _cells(
     forwarder: procs.Proc,
     sidecar: procs.Proc,
     against: procs.Proc | None,
+    intercepting: procs.Proc,
 ) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     parties: list[tuple[str, str, str | None, procs.Proc | None]] = [
@@ -250,13 +288,19 @@ def _cells(
     ]
     if against is not None:
         parties.append((f"sidecar@{s.against}", ports.url(ports.against_proxy), None, against))
+    parties.append((PATH_PY, ports.url(ports.intercept_proxy), None, intercepting))
+    parties.append((INTERCEPTED, ports.url(ports.intercept_proxy), "", intercepting))
+    ca = str(ca_file(s))
     for sc in s.scenarios:
         for c in s.concurrency:
             for name, base, prefix, proc in parties:
                 tgt = target(sc, base, f"/{sc.name}" if prefix is None else prefix)
-                load.warm(tgt, c, s.warmup)
+                if name == INTERCEPTED:
+                    tgt = target(sc, base, "", sc.host, ca)
+                bundled = name in (PATH_PY, INTERCEPTED)
+                load.warm(tgt, c, s.warmup, bundled)
                 cpu = proc.cpu_seconds() if proc else 0.0
-                result = load.measure(tgt, c, s.seconds)
+                result = load.measure(tgt, c, s.seconds, bundled)
                 spent = (proc.cpu_seconds() - cpu) if proc else None
                 per_req = spent / result["requests"] * 1e6 if spent and result["requests"] else None
                 cells.append({"scheme": sc.name, "concurrency": c, "target": name, **result})
