@@ -12,6 +12,7 @@ import json
 import ssl
 
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.proxy.listener import ProxyListener
 from tests.intercept.conftest import HOST, SLOW, WALLETS, Intercepting
@@ -198,3 +199,24 @@ async def test_stop_closes_a_tunnel_whose_handshake_never_came(
     assert await rest(reader) == b""
     writer.close()
     assert listener(intercepting).handshakes == set()
+
+
+async def test_refused_connect_is_counted_and_audited_like_any_refusal(
+    intercepting: Intercepting,
+) -> None:
+    """The listener's one error path: the refusal is logged, audited and counted by its code."""
+    registry = intercepting.sidecar.runtime.metrics.registry
+
+    def refused() -> float:
+        return registry.get_sample_value("sidecar_proxy_refused_total", {"code": "SC4001"}) or 0.0
+
+    before = refused()
+    with capture_logs() as logs:
+        reader, writer, head = await connect(intercepting, "example.com:443")
+        await rest(reader)
+        writer.close()
+        await asyncio.sleep(0)  # audit lines are written at the end of the loop's turn
+    assert head.startswith(b"HTTP/1.1 403 ")
+    [line] = [e for e in logs if e["event"] == "proxy_request"]
+    assert (line["method"], line["status"], line["code"]) == ("CONNECT", 403, "SC4001")
+    assert refused() == before + 1
