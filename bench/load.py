@@ -71,6 +71,29 @@ def measure(
     return _parse(out.stdout, out.stderr)
 
 
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one target as one result: counts and time summed, percentiles and the
+    generator's CPU share averaged weighted by requests and time (an approximation for the
+    percentiles, which the rounds' samples are not kept for)."""
+    if len(results) == 1:
+        return results[0]
+    n = sum(r["requests"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    merged: dict[str, Any] = {
+        "requests": n,
+        "seconds": seconds,
+        "errors": sum(r["errors"] for r in results),
+        "non2xx": sum(r["non2xx"] for r in results),
+        "rps": n / seconds if seconds else 0.0,
+    }
+    for key in ("p50_us", "p99_us", "mean_us"):
+        merged[key] = sum(r[key] * r["requests"] for r in results) / n if n else 0.0
+    share = sum(r.get("load_cpu_share", 0.0) * r["seconds"] for r in results)
+    merged["load_cpu_share"] = share / seconds if seconds else 0.0
+    merged["rounds"] = len(results)
+    return merged
+
+
 def _lua(target: Target) -> str:
     """wrk's request shape and a done() that prints one machine-readable line."""
     lines = [f"wrk.method = [==[{target.method}]==]"]
