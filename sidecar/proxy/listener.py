@@ -53,6 +53,7 @@ KEEPALIVE = 75.0  # idle keep-alive connections are closed after this (aiohttp's
 HIGH_WATER = 256 * 1024  # unread request body bytes before the socket stops being read
 MAX_PIPELINE = 16
 SMALL = 64 * 1024  # answers up to this size leave in one write, headers included
+TUNNEL_READ = 64 * 1024  # decrypted bytes an intercepted connection takes per read
 _HOP_BY_HOP = frozenset(h.encode() for h in proxy.HOP_BY_HOP)
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -573,6 +574,25 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class TunnelProtocol(ProxyProtocol, asyncio.BufferedProtocol):
+    """``ProxyProtocol`` on an intercepted TLS transport, reading through a buffer of its own.
+
+    Why: given a plain protocol, the TLS layer (uvloop's and asyncio's ``SSLProtocol``)
+    decrypts each read into a fresh 256 KiB ``bytes``; given a buffered one, into this buffer.
+    Everything else is the plain connection's code.
+    """
+
+    def __init__(self, listener: ProxyListener, router: Router) -> None:
+        super().__init__(listener, router)
+        self._buffer = bytearray(TUNNEL_READ)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._buffer[:nbytes]))
+
+
 class _Early(asyncio.Protocol):
     """The tunnel's protocol during the handshake: TLS can deliver the client's first bytes
     before ``start_tls`` returns, so they are kept for the protocol that then serves them."""
@@ -657,7 +677,7 @@ class ProxyListener:
         if self.stopping:  # the stop began during the handshake: this tunnel never serves
             tls.abort()
             return
-        protocol = ProxyProtocol(self, self.interceptor.router(host))
+        protocol = TunnelProtocol(self, self.interceptor.router(host))
         tls.set_protocol(protocol)
         protocol.connection_made(tls)  # start_tls does not call it for a server-side switch
         log.debug("intercept_established", host=host)
