@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.sidecar_bin = image.bin_dir(say)
     result = run(settings)
     result["ratios"] = report.ratios(result)
+    result["intercept_ratios"] = report.intercept_ratios(result)
     result["targets"] = report.targets(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,8 +1,12 @@
-"""Drive load at one target: wrk when installed, else a bundled aiohttp generator.
+"""Drive load at one target: wrk when installed, else a bundled asyncio generator.
 
 Both run in a process of their own (wrk is one; the generator is ``python -m bench.load``) and
 report the same shape: requests, errors, requests/s and latency percentiles in microseconds.
 Every run is bounded twice, by its duration and by a request count, and stops by itself.
+
+Intercepted HTTPS (a target with ``connect``) always uses the bundled generator, since wrk
+cannot send CONNECT: each connection sends ``CONNECT <host>:443`` to the proxy, verifies the
+sidecar's leaf against the CA file, then sends its requests in that tunnel, kept alive.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -32,6 +37,8 @@ class Target:
     method: str = "GET"
     headers: dict[str, str] = field(default_factory=dict)
     body: str = ""
+    connect: str = ""  # a host to CONNECT to through the proxy at ``url`` (intercepted HTTPS)
+    ca_file: str = ""  # the CA that signs the sidecar's leaves, for ``connect``
 
 
 def tool() -> str:
@@ -41,22 +48,50 @@ def tool() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
-def warm(target: Target, concurrency: int, seconds: float) -> None:
+def warm(target: Target, concurrency: int, seconds: float, bundled: bool = False) -> None:
     """Open the connections and fill the pools (and token caches) before measuring."""
-    if seconds >= 1 or (seconds > 0 and tool() == "python"):
-        measure(target, concurrency, seconds)
+    if seconds >= 1 or (seconds > 0 and (tool() == "python" or bundled or target.connect)):
+        measure(target, concurrency, seconds, bundled)
     elif seconds > 0:
         asyncio.run(_prime(target, concurrency))
 
 
-def measure(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
-    """Counts and latency percentiles (µs) of ``seconds`` of load at ``concurrency``."""
-    if tool() == "wrk":
+def measure(
+    target: Target, concurrency: int, seconds: float, bundled: bool = False
+) -> dict[str, Any]:
+    """Counts and latency percentiles (µs) of ``seconds`` of load at ``concurrency``.
+
+    ``bundled`` forces the bundled generator (the one that can CONNECT) where wrk is installed.
+    """
+    if tool() == "wrk" and not (bundled or target.connect):
         return _wrk(target, concurrency, seconds)
     cmd = [sys.executable, "-m", "bench.load", json.dumps(asdict(target))]
     cmd += ["-c", str(concurrency), "-d", str(seconds)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
     return _parse(out.stdout, out.stderr)
+
+
+def merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Rounds of one target as one result: counts and time summed, percentiles and the
+    generator's CPU share averaged weighted by requests and time (an approximation for the
+    percentiles, which the rounds' samples are not kept for)."""
+    if len(results) == 1:
+        return results[0]
+    n = sum(r["requests"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    merged: dict[str, Any] = {
+        "requests": n,
+        "seconds": seconds,
+        "errors": sum(r["errors"] for r in results),
+        "non2xx": sum(r["non2xx"] for r in results),
+        "rps": n / seconds if seconds else 0.0,
+    }
+    for key in ("p50_us", "p99_us", "mean_us"):
+        merged[key] = sum(r[key] * r["requests"] for r in results) / n if n else 0.0
+    share = sum(r.get("load_cpu_share", 0.0) * r["seconds"] for r in results)
+    merged["load_cpu_share"] = share / seconds if seconds else 0.0
+    merged["rounds"] = len(results)
+    return merged
 
 
 def _lua(target: Target) -> str:
@@ -109,7 +144,8 @@ def _request_bytes(target: Target) -> tuple[str, int, bytes]:
 
     url = URL(target.url)
     body = target.body.encode()
-    head = [f"{target.method} {url.raw_path_qs} HTTP/1.1", f"Host: {url.raw_host}:{url.port}"]
+    host = target.connect or f"{url.raw_host}:{url.port}"
+    head = [f"{target.method} {url.raw_path_qs} HTTP/1.1", f"Host: {host}"]
     head += [f"{k}: {v}" for k, v in target.headers.items()]
     if body or target.method in ("POST", "PUT", "PATCH"):
         head.append(f"Content-Length: {len(body)}")
@@ -134,7 +170,28 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _worker(where: tuple[str, int, bytes], until: float, lat: list[float]) -> list[int]:
+async def _open(
+    host: str, port: int, tls: tuple[str, ssl.SSLContext] | None
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to the target; with ``tls``, a verified tunnel through CONNECT."""
+    reader, writer = await asyncio.open_connection(host, port)
+    if tls is not None:
+        name, ctx = tls
+        writer.write(f"CONNECT {name}:443 HTTP/1.1\r\nHost: {name}:443\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 "):
+            writer.close()
+            raise ConnectionError(head[:40].decode("latin-1"))
+        await writer.start_tls(ctx, server_hostname=name)
+    return reader, writer
+
+
+async def _worker(
+    where: tuple[str, int, bytes],
+    until: float,
+    lat: list[float],
+    tls: tuple[str, ssl.SSLContext] | None = None,
+) -> list[int]:
     """One keep-alive connection's loop; returns [errors, non-2xx]."""
     host, port, raw = where
     counts = [0, 0]
@@ -143,10 +200,10 @@ async def _worker(where: tuple[str, int, bytes], until: float, lat: list[float])
         started = time.perf_counter()
         try:
             if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
+                reader, writer = await _open(host, port, tls)
             writer.write(raw)
             status = await asyncio.wait_for(_read_response(reader), 5)
-        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError, ssl.SSLError):
             counts[0] += 1
             if writer is not None:
                 writer.close()
@@ -179,11 +236,16 @@ async def _once(session: Any, target: Target, body: bytes | None) -> None:
 
 async def _run(target: Target, concurrency: int, seconds: float) -> dict[str, Any]:
     where = _request_bytes(target)
+    tls = None
+    if target.connect:
+        tls = (target.connect, ssl.create_default_context(cafile=target.ca_file))
     lat: list[float] = []
+    cpu = time.process_time()
     started = time.perf_counter()
     until = started + seconds
-    counts = await asyncio.gather(*(_worker(where, until, lat) for _ in range(concurrency)))
+    counts = await asyncio.gather(*(_worker(where, until, lat, tls) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu = time.process_time() - cpu
     lat.sort()
     n = len(lat)
     return {
@@ -194,6 +256,7 @@ async def _run(target: Target, concurrency: int, seconds: float) -> dict[str, An
         "p50_us": lat[n // 2] * 1e6 if n else 0.0,
         "p99_us": lat[min(n - 1, int(n * 0.99))] * 1e6 if n else 0.0,
         "mean_us": sum(lat) / n * 1e6 if n else 0.0,
+        "load_cpu_share": cpu / elapsed if elapsed else 0.0,  # 1.0: the generator was the limit
     }
 
 

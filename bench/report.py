@@ -46,6 +46,28 @@ def ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def intercept_ratios(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Intercepted HTTPS over path mode, both driven by the bundled generator."""
+    rows = []
+    for scheme in result["settings"]["schemes"]:
+        for c in result["settings"]["concurrency"]:
+            p, i = (cell(result, scheme, c, t) for t in ("icpt:path", "icpt:connect"))
+            rows.append(
+                {
+                    "scheme": scheme,
+                    "concurrency": c,
+                    "rps_path": p["rps"],
+                    "rps_intercepted": i["rps"],
+                    "rps_intercepted_over_path": _div(i["rps"], p["rps"]),
+                    "cpu_us_path": p["proxy_cpu_us_per_req"],
+                    "cpu_us_intercepted": i["proxy_cpu_us_per_req"],
+                    "load_cpu_path": p.get("load_cpu_share", math.nan),
+                    "load_cpu_intercepted": i.get("load_cpu_share", math.nan),
+                }
+            )
+    return rows
+
+
 def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     rows = result["ratios"]
     conc = result["settings"]["concurrency"]
@@ -57,6 +79,9 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
     if 1 in conc:
         worst = max(r["p50_added_us_sidecar"] for r in rows if r["concurrency"] == 1)
         found.append(_t("added p50 c=1 over direct, µs (worst scheme)", worst, "<=", 200))
+    if result.get("intercept_ratios"):
+        worst = min(r["rps_intercepted_over_path"] for r in result["intercept_ratios"])
+        found.append(_t("throughput, intercepted HTTPS / path mode (worst cell)", worst, ">=", 0.8))
     found.append(_t("sidecar RSS under load, MiB", side["rss_load_peak_kib"] / MIB, "<=", 64))
     found.append(_t("start to /readyz 200, s (Vault up)", side["ready_s"], "<=", 1.0))
     found.append(
@@ -104,6 +129,7 @@ def table(result: dict[str, Any]) -> str:
             f"{r['p50_added_us_forwarder']:>9.0f}"
             f"{r['cpu_us_per_req_sidecar_over_forwarder']:>9.2f}"
         )
+    out += intercept_table(result)
     out += against_table(result)
     side = result["sidecar"]
     out += [
@@ -124,6 +150,27 @@ def table(result: dict[str, Any]) -> str:
         mark = "ok  " if t["met"] else "MISS"
         out.append(f"  [{mark}] {t['name']}: {t['value']} (target {t['op']} {t['target']})")
     return "\n".join(out)
+
+
+def intercept_table(result: dict[str, Any]) -> list[str]:
+    """Intercepted HTTPS (CONNECT + TLS, keep-alive in the tunnel) beside path mode."""
+    rows = result.get("intercept_ratios") or []
+    if not rows:
+        return []
+    out = [
+        "",
+        "intercepted HTTPS beside path mode (one sidecar with interception on, bundled generator)",
+        f"{'scheme':<26}{'c':>3}{'rps path':>10}{'rps CONNECT':>13}{'ratio':>7}"
+        f"{'CPU µs path':>13}{'CPU µs CONNECT':>16}{'load gen CPU path/CONNECT':>27}",
+    ]
+    for r in rows:
+        out.append(
+            f"{r['scheme']:<26}{r['concurrency']:>3}{r['rps_path']:>10.0f}"
+            f"{r['rps_intercepted']:>13.0f}{r['rps_intercepted_over_path']:>7.2f}"
+            f"{r['cpu_us_path'] or math.nan:>13.0f}{r['cpu_us_intercepted'] or math.nan:>16.0f}"
+            f"{r['load_cpu_path']:>20.0%} / {r['load_cpu_intercepted']:.0%}"
+        )
+    return out
 
 
 def against_table(result: dict[str, Any]) -> list[str]:

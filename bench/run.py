@@ -4,7 +4,10 @@ Order of events: the upstream and OpenBao; the sidecar once with an empty store 
 credentials through the admin API, verified against the upstream like in production), then
 again, timing start to ``/readyz`` 200 with the credentials to load; the forwarder; then the
 cells, scheme by scheme and concurrency by concurrency, direct / forwarder / sidecar side by
-side so a noisy neighbour hurts all three alike.
+side so a noisy neighbour hurts all three alike. Intercepted HTTPS (``CONNECT`` + TLS,
+keep-alive in the tunnel) is measured on a second sidecar, the same code with interception on
+(so the first one's memory and start-up figures stay those of the default config), beside
+path mode on that same process and by the same bundled generator (wrk cannot CONNECT).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class Ports:
     local: int = field(default_factory=free_port)
     against_proxy: int = field(default_factory=free_port)
     against_admin: int = field(default_factory=free_port)
+    intercept_proxy: int = field(default_factory=free_port)
+    intercept_admin: int = field(default_factory=free_port)
 
     def url(self, port: int) -> str:
         return f"http://127.0.0.1:{port}"
@@ -134,6 +139,27 @@ def start_against(
     return proc
 
 
+def start_intercepting(
+    s: Settings, config: dict[str, Any], ports: Ports, started: list[procs.Proc]
+) -> procs.Proc:
+    """This checkout's sidecar with interception on, on its own ports, sharing the credentials."""
+    data = {
+        **config,
+        "listen": {
+            "proxy": f"127.0.0.1:{ports.intercept_proxy}",
+            "admin": f"127.0.0.1:{ports.intercept_admin}",
+        },
+        "intercept": {"enabled": True, "ca_cert_path": str(ca_file(s))},
+    }
+    path = s.logs / "sidecar-intercept.yaml"
+    path.write_text(yaml.safe_dump(data))
+    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--config", str(path)]
+    proc = procs.spawn("sidecar-intercept", cmd, s.logs / "sidecar-intercept.log")
+    started.append(proc)
+    procs.wait_ok(ports.url(ports.intercept_admin) + "/readyz", proc)
+    return proc
+
+
 def store_credentials(s: Settings, ports: Ports) -> None:
     for sc in s.scenarios:
         name = sc.upstream_config("")["credential"]
@@ -142,8 +168,19 @@ def store_credentials(s: Settings, ports: Ports) -> None:
         procs.http_json("PUT", url, body, {"Authorization": f"Bearer {ADMIN_TOKEN}"})
 
 
-def target(sc: Scenario, base: str, prefix: str) -> load.Target:
-    return load.Target(base + prefix + sc.path, sc.method, sc.headers, sc.body)
+def ca_file(s: Settings) -> Path:
+    """Where the sidecar writes its interception CA, for the load generator to trust."""
+    return s.logs / "sidecar-ca.pem"
+
+
+def target(sc: Scenario, base: str, prefix: str, connect: str = "", ca: str = "") -> load.Target:
+    return load.Target(base + prefix + sc.path, sc.method, sc.headers, sc.body, connect, ca)
+
+
+# The interception sidecar's two parties, both driven by the bundled generator.
+PATH_PY = "icpt:path"  # path mode, the reference
+INTERCEPTED = "icpt:connect"  # CONNECT + TLS, keep-alive in the tunnel
+PAIRED_ROUNDS = 2  # the pair's cells alternate in this many rounds (same total time)
 
 
 def run(s: Settings) -> dict[str, Any]:
@@ -173,6 +210,7 @@ def run(s: Settings) -> dict[str, Any]:
         sidecar, ready = start_sidecar(s, config_path, ports, started, s.cprofile)
         forwarder = _start_forwarder(s, ports, started)
         against = start_against(s, config, ports, started) if s.against else None
+        intercepting = start_intercepting(s, config, ports, started)
         time.sleep(0.5)
         side: dict[str, Any] = {
             "pid": sidecar.pid,
@@ -189,7 +227,7 @@ def run(s: Settings) -> dict[str, Any]:
         spy = pyspy.start(sidecar, s.profile) if s.profile else None
         try:
             with procs.RssSampler(sidecar) as sampler:
-                cells = _cells(s, ports, forwarder, sidecar, against)
+                cells = _cells(s, ports, forwarder, sidecar, against, intercepting)
         finally:
             pyspy.stop(spy)
         load_seconds = time.monotonic() - load_started
@@ -252,6 +290,7 @@ def _cells(
     forwarder: procs.Proc,
     sidecar: procs.Proc,
     against: procs.Proc | None,
+    intercepting: procs.Proc,
 ) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     parties: list[tuple[str, str, str | None, procs.Proc | None]] = [
@@ -261,6 +300,7 @@ def _cells(
     ]
     if against is not None:
         parties.append((f"sidecar@{s.against}", ports.url(ports.against_proxy), None, against))
+    icpt = ports.url(ports.intercept_proxy)
     for sc in s.scenarios:
         for c in s.concurrency:
             for name, base, prefix, proc in parties:
@@ -269,14 +309,51 @@ def _cells(
                 cpu = proc.cpu_seconds() if proc else 0.0
                 result = load.measure(tgt, c, s.seconds)
                 spent = (proc.cpu_seconds() - cpu) if proc else None
-                per_req = spent / result["requests"] * 1e6 if spent and result["requests"] else None
-                cells.append({"scheme": sc.name, "concurrency": c, "target": name, **result})
-                cells[-1]["proxy_cpu_us_per_req"] = per_req
-                s.say(
-                    f"{sc.name:<26} c={c:<3} {name:<17} {result['rps']:>8.0f} req/s  "
-                    f"p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs"
-                )
+                cells.append(_cell(s, sc, c, name, result, spent))
+            pair = {
+                PATH_PY: target(sc, icpt, f"/{sc.name}"),
+                INTERCEPTED: target(sc, icpt, "", sc.host, str(ca_file(s))),
+            }
+            cells += _paired(s, sc, c, intercepting, pair)
     return cells
+
+
+def _paired(
+    s: Settings, sc: Scenario, c: int, proc: procs.Proc, pair: dict[str, load.Target]
+) -> list[dict[str, Any]]:
+    """Two targets on one process, measured in alternating rounds and merged per target.
+
+    Why: on a shared machine a neighbour's load comes and goes within seconds; alternating
+    halves of the cell time expose both targets to it alike, so their ratio is steadier.
+    """
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in pair}
+    spent = dict.fromkeys(pair, 0.0)
+    for tgt in pair.values():
+        load.warm(tgt, c, s.warmup, bundled=True)
+    for _ in range(PAIRED_ROUNDS):
+        for name, tgt in pair.items():
+            cpu = proc.cpu_seconds()
+            results[name].append(load.measure(tgt, c, s.seconds / PAIRED_ROUNDS, bundled=True))
+            spent[name] += proc.cpu_seconds() - cpu
+    return [_cell(s, sc, c, n, load.merge(results[n]), spent[n]) for n in pair]
+
+
+def _cell(
+    s: Settings, sc: Scenario, c: int, name: str, result: dict[str, Any], spent: float | None
+) -> dict[str, Any]:
+    """A cell's row, with the proxy's CPU per request; printed as progress."""
+    per_req = spent / result["requests"] * 1e6 if spent and result["requests"] else None
+    s.say(
+        f"{sc.name:<26} c={c:<3} {name:<17} {result['rps']:>8.0f} req/s  "
+        f"p50 {result['p50_us']:>7.0f} µs  p99 {result['p99_us']:>7.0f} µs"
+    )
+    return {
+        "scheme": sc.name,
+        "concurrency": c,
+        "target": name,
+        **result,
+        "proxy_cpu_us_per_req": per_req,
+    }
 
 
 def _git(*args: str, check: bool = True) -> bytes:

@@ -38,9 +38,15 @@ class Scenario:
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def host(self) -> str:
+        """The provider host name an SDK would call: intercepted (CONNECT) cells use it."""
+        return f"{self.name.replace('_', '-')}.bench.example"
+
     def upstream_config(self, url: str) -> dict[str, Any]:
         return {
             "url": url,
+            "hosts": [self.host],
             "scheme": self.name,
             "credential": f"bench-{self.name.replace('_', '-')}",
             "environment": "sandbox",

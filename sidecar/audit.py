@@ -7,9 +7,9 @@ be personal data, so the path is a *template*, the matched permission pattern wh
 used, else the path with id-like segments (digits, UUIDs, long hex, long tokens) replaced by
 ``{id}``. The query is never logged.
 
-The proxy's error middleware opens the record (:func:`begin`) so refusals before routing are
-counted too; the pipeline fills it in as it learns more, and one of :func:`spent` or
-:func:`refused` writes it.
+The listener opens the record (:func:`begin`) so refusals before routing are counted too;
+the pipeline fills it in as it learns more, and one of :func:`spent` or :func:`refused`
+writes it.
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from aiohttp import web
 from yarl import URL
 
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
-from sidecar.proxy.request import ProxyRequest
 from sidecar.schemes.base import Credential
 
 log = get_logger("sidecar.audit")
@@ -55,7 +53,20 @@ class Spend:
     template: str | None = None
 
 
-SPEND = web.RequestKey("audit_spend", Spend)
+class Audited(Protocol):
+    """What the audit trail reads from a request, and the record it keeps on it.
+
+    Declared here so the trail does not depend on the proxy engine; the engine's request type
+    (``sidecar.proxy.listener.Incoming``) satisfies it.
+    """
+
+    spend: Spend | None
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def raw_path(self) -> str: ...
 
 
 @functools.lru_cache(maxsize=1024)
@@ -69,53 +80,53 @@ def path_template(path: str) -> str:
     return "/".join(segments)[:MAX_TEMPLATE]
 
 
-def begin(request: ProxyRequest) -> Spend:
+def begin(request: Audited) -> Spend:
     target = request.raw_path
     if target.startswith(("http://", "https://")):
         target = URL(target, encoded=True).raw_path
     spend = Spend(request.method, target.partition("?")[0], time.perf_counter())
-    request[SPEND] = spend
+    request.spend = spend
     return spend
 
 
-def routed(request: ProxyRequest, upstream: str, credential: str, path: str) -> None:
+def routed(request: Audited, upstream: str, credential: str, path: str) -> None:
     """The upstream is known: from here on the path is the upstream-relative one."""
-    spend = request.get(SPEND)
+    spend = request.spend
     if spend is not None:
         spend.upstream, spend.credential, spend.path = upstream, credential, path
 
 
-def keyed(request: ProxyRequest, key_id: str, pattern: str | None = None) -> None:
-    spend = request.get(SPEND)
+def keyed(request: Audited, key_id: str, pattern: str | None = None) -> None:
+    spend = request.spend
     if spend is not None:
         spend.key_id, spend.template = key_id, pattern
 
 
-def attach(request: ProxyRequest, cred: Credential) -> None:
-    spend = request.get(SPEND)
+def attach(request: Audited, cred: Credential) -> None:
+    spend = request.spend
     if spend is not None:
         spend.version = cred.version
 
 
-def spent(request: ProxyRequest, status: int) -> None:
-    spend = request.get(SPEND)
+def spent(request: Audited, status: int) -> None:
+    spend = request.spend
     if spend is not None:
         _write(spend, status, None)
 
 
-def refused(request: ProxyRequest, err: SidecarError) -> None:
-    spend = request.get(SPEND)
+def refused(request: Audited, err: SidecarError) -> None:
+    spend = request.spend
     if spend is not None:
         _write(spend, err.status, err.code)
 
 
-def access(request: ProxyRequest, status: int, sent: int, code: str | None = None) -> None:
+def access(request: Audited, status: int, sent: int, code: str | None = None) -> None:
     """The optional HTTP access line (``logging.access_log``): what crossed the listener.
 
     Unlike the audit event it is about traffic, not credentials: bytes relayed to the app and
     the whole time in the sidecar. The same privacy rules: a path template, never the query.
     """
-    spend = request.get(SPEND)
+    spend = request.spend
     if spend is None:
         return
     LINES.add(

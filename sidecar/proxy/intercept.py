@@ -5,24 +5,22 @@ the provider with no auth at all, so the sidecar answers the CONNECT itself, ter
 a leaf certificate from its own CA (``sidecar.ca``) and hands the decrypted requests to the
 ordinary proxy pipeline, which signs them and re-originates verified TLS to the upstream's url.
 
-How, without an extra port: after the CONNECT passes, the handler writes the 200 line itself,
-moves the client's TCP transport under ``loop.start_tls()`` and gives the TLS transport to a
-fresh ``RequestHandler`` of an inner proxy application that routes by the CONNECT host only
-(the Host header must agree). The CONNECT handler then waits for that connection to end, so
-graceful shutdown of the proxy listener also covers intercepted connections.
+How, without an extra port or a second HTTP engine: the listener (``proxy/listener.py``) asks
+:meth:`Interceptor.authorize` about the CONNECT target, writes the 200 line, moves the client's
+transport under ``loop.start_tls()`` with :meth:`Interceptor.context` and serves the TLS
+transport with the same protocol class as plain connections, given a :class:`TunnelRouter`:
+requests in the tunnel go to the CONNECT host's upstream only, and their Host must agree.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING
 
 from sidecar.errors import SidecarError
 from sidecar.hostnames import is_dns_name
@@ -30,17 +28,18 @@ from sidecar.logging import get_logger
 
 if TYPE_CHECKING:
     from sidecar.ca import Authority
+    from sidecar.proxy.listener import Incoming
     from sidecar.runtime import Runtime
     from sidecar.upstreams import Upstream
 
 log = get_logger("sidecar.intercept")
 
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
-Router = Callable[["Runtime", Any], "tuple[Upstream, str, str]"]
+HANDSHAKE_TIMEOUT = 10.0  # a client that CONNECTs and never says hello is closed
 
 
 class Interceptor:
-    """Owns the CA, the per-host TLS contexts and the inner application's connections."""
+    """Owns the CA and the per-host TLS contexts; decides which CONNECT targets it terminates."""
 
     def __init__(self, rt: Runtime) -> None:
         from sidecar.ca import Authority  # cryptography is loaded only when interception is on
@@ -50,8 +49,6 @@ class Interceptor:
         self.authority = Authority(self.hosts(), timedelta(days=self.cfg.ca_ttl_days))
         self.previous: Authority | None = None
         self._contexts: dict[str, tuple[ssl.SSLContext, datetime]] = {}
-        self._connections: dict[asyncio.BaseProtocol, str] = {}
-        self._runner: web.AppRunner | None = None
 
     def hosts(self) -> set[str]:
         """DNS names the current upstreams declare (url hosts included), all lower-case."""
@@ -108,9 +105,9 @@ class Interceptor:
         log.info("intercept_leaf_issued", host=host, not_after=str(leaf.not_after))
         return ctx
 
-    def authorize(self, request: web.Request) -> str:
+    def authorize(self, target: str) -> str:
         """The CONNECT target's host, if an upstream declares it and the port is 443; else 403."""
-        host, sep, port = request.raw_path.rpartition(":")
+        host, sep, port = target.rpartition(":")
         host = host.lower()
         if not sep or port != "443":
             raise SidecarError("SC4001", "CONNECT is only intercepted to port 443")
@@ -118,113 +115,40 @@ class Interceptor:
             raise SidecarError("SC4001", f"CONNECT to {host!r}: not a configured upstream host")
         return host
 
-    async def connect(self, request: web.Request) -> web.StreamResponse:
-        """Authorize, answer 200, serve the TLS connection; returns once the client is gone."""
-        host = self.authorize(request)
-        ctx = self.context(host)
-        outer, transport = request.protocol, request.transport
-        if self._runner is None or self._runner.server is None or transport is None:
-            raise SidecarError("SC1000", "interception is not started")
-        tunnel = _Tunnel(self._runner.server())
-        self._connections[tunnel.inner] = host
-        try:
-            await self._serve(transport, tunnel, ctx, host)
-        finally:
-            self._connections.pop(tunnel.inner, None)
-            # The loop never tells the outer protocol: the transport was moved under TLS.
-            outer.connection_lost(None)
-        return web.Response(status=200)
+    def router(self, host: str) -> TunnelRouter:
+        """The router of a tunnel to ``host`` (authorized by :meth:`authorize`)."""
+        return TunnelRouter(self, host)
 
-    async def _serve(
-        self, transport: asyncio.Transport, tunnel: _Tunnel, ctx: ssl.SSLContext, host: str
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        transport.write(ESTABLISHED)
-        try:
-            tls = await loop.start_tls(
-                transport, tunnel, ctx, server_side=True, ssl_handshake_timeout=10.0
-            )
-        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
-            log.info("intercept_handshake_failed", host=host, error=type(exc).__name__)
-            transport.close()
-            return
-        if tls is None:
-            return
-        tunnel.connection_made(tls)
-        log.debug("intercept_established", host=host)
-        await tunnel.closed
-
-    def route(self, rt: Runtime, request: web.Request) -> tuple[Upstream, str, str]:
-        """Intercepted requests go to the CONNECT host's upstream; nothing else is routable."""
-        host = self._connections.get(request.protocol)
-        if host is None:
-            raise SidecarError("SC4001", "Not an intercepted connection")
-        target = request.raw_path
-        if not target.startswith("/"):
-            raise SidecarError("SC4011", "Intercepted requests must use origin-form targets")
-        name, _, port = request.headers.get("Host", "").lower().partition(":")
-        if name != host or not (port == "" or port.isdigit()):
-            raise SidecarError("SC4001", f"Host header does not match the tunnel to {host!r}")
-        upstream = self.upstream_for(host)
-        if upstream is None:
-            raise SidecarError("SC4001", f"Host {host!r} is no longer a configured upstream")
-        path, _, query = target.partition("?")
-        return upstream, path, query
-
-    async def start(self, inner: web.Application) -> None:
-        """Write the CA file and set up the inner application (it has no listening socket)."""
+    def start(self) -> None:
+        """Write the CA file, for apps and injectors that read it rather than /v1/ca.pem."""
         self.write_bundle()
-        self._runner = web.AppRunner(inner, access_log=None, handle_signals=False)
-        await self._runner.setup()
         log.info(
             "intercept_ready", hosts=sorted(self.authority.hosts), ca_file=self.cfg.ca_cert_path
         )
 
-    async def drain(self) -> None:
-        """Graceful stop: in-flight intercepted requests finish, idle tunnels close now.
 
-        Runs on the proxy app's shutdown, before its own connections are waited for: each open
-        tunnel keeps a CONNECT request busy, so an idle one would otherwise hold the whole grace.
-        """
-        server = self._runner.server if self._runner is not None else None
-        if server is not None:
-            server.pre_shutdown()
-            await server.shutdown(self.rt.config.listen.shutdown_grace)
+@dataclass(frozen=True, slots=True)
+class TunnelRouter:
+    """Routes the requests of one intercepted tunnel: to the CONNECT host's upstream only.
 
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+    Same signature as ``pipeline.route``, so the pipeline does not know which mode it serves.
+    """
 
+    interceptor: Interceptor
+    host: str
 
-class _Tunnel(asyncio.Protocol):
-    """Forwards to the inner HTTP protocol and tells the CONNECT handler when the tunnel ends."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner: asyncio.Protocol = inner
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.inner.connection_made(transport)
-
-    def data_received(self, data: bytes) -> None:
-        self.inner.data_received(data)
-
-    def eof_received(self) -> bool | None:
-        return self.inner.eof_received()
-
-    def pause_writing(self) -> None:
-        self.inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self.inner.resume_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        try:
-            self.inner.connection_lost(exc)
-        finally:
-            if not self.closed.done():
-                self.closed.set_result(None)
+    def __call__(self, rt: Runtime, request: Incoming) -> tuple[Upstream, str, str]:
+        target = request.raw_path
+        if not target.startswith("/"):
+            raise SidecarError("SC4011", "Intercepted requests must use origin-form targets")
+        name, _, port = request.headers.get("Host", "").lower().partition(":")
+        if name != self.host or not (port == "" or port.isdigit()):
+            raise SidecarError("SC4001", f"Host header does not match the tunnel to {self.host!r}")
+        upstream = self.interceptor.upstream_for(self.host)
+        if upstream is None:
+            raise SidecarError("SC4001", f"Host {self.host!r} is no longer a configured upstream")
+        path, _, query = target.partition("?")
+        return upstream, path, query
 
 
 def _sni_check(host: str) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext], int | None]:
@@ -238,26 +162,13 @@ def _sni_check(host: str) -> Callable[[ssl.SSLObject, str | None, ssl.SSLContext
     return check
 
 
-INTERCEPTOR = web.AppKey("interceptor", Interceptor)
 _BY_RUNTIME: weakref.WeakKeyDictionary[Runtime, Interceptor] = weakref.WeakKeyDictionary()
 
 
-def install(
-    app: web.Application, rt: Runtime, inner: Callable[[Router], web.Application]
-) -> Interceptor:
-    """Enable interception on a proxy app; ``inner`` builds the app for decrypted requests."""
+def install(rt: Runtime) -> Interceptor:
+    """The interceptor of ``rt``'s proxy listener, registered for ``/v1/ca.pem``."""
     interceptor = Interceptor(rt)
-    app[INTERCEPTOR] = interceptor
     _BY_RUNTIME[rt] = interceptor
-    inner_app = inner(interceptor.route)
-
-    async def ctx(_app: web.Application) -> AsyncIterator[None]:
-        await interceptor.start(inner_app)
-        yield
-        await interceptor.stop()
-
-    app.cleanup_ctx.append(ctx)
-    app.on_shutdown.append(lambda _app: interceptor.drain())
     return interceptor
 
 

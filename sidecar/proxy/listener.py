@@ -26,8 +26,12 @@ Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax
 - A body that sends nothing for ``listen.body_idle_timeout`` seconds fails; its upstream
   connection is closed at once, which frees the pool slot.
 
-What it hands on: a ``CONNECT`` request, and the connection with it, goes to the aiohttp proxy
-application (``build_proxy_app``), which owns HTTPS interception and its tunnels, unchanged.
+CONNECT is answered here too, so every mode runs on this one engine: a CONNECT to a host that
+interception terminates (``proxy/intercept.py``) gets the 200 line, the connection moves under
+TLS, and a new :class:`ProxyProtocol` serves the tunnel with a router bound to that host; any
+other CONNECT is refused (403) on the error path of every other refusal, and the connection
+closed. Tunnels are connections of the listener like the others: keep-alive, pipelining,
+limits and graceful stop are the same.
 """
 
 from __future__ import annotations
@@ -35,23 +39,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, cast
+from typing import TYPE_CHECKING, cast
 
 import httptools
-from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
+from sidecar.proxy import intercept
 from sidecar.proxy import pipeline as proxy
 from sidecar.runtime import Runtime
+
+if TYPE_CHECKING:
+    from sidecar.proxy.pipeline import Router
 
 log = get_logger("sidecar.proxy")
 
@@ -61,6 +69,7 @@ KEEPALIVE = 75.0  # idle keep-alive connections are closed after this (aiohttp's
 HIGH_WATER = 256 * 1024  # unread request body bytes before the socket stops being read
 MAX_PIPELINE = 16
 SMALL = 64 * 1024  # answers up to this size leave in one write, headers included
+TUNNEL_READ = 64 * 1024  # decrypted bytes an intercepted connection takes per read
 _HOP_BY_HOP = frozenset(h.encode() for h in proxy.HOP_BY_HOP)
 _PHRASES = {s.value: s.phrase.encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -225,10 +234,9 @@ class Body:
 
 
 class Incoming:
-    """One parsed request; satisfies :class:`sidecar.proxy.request.ProxyRequest`."""
+    """One parsed request, as the pipeline takes it (and audit and proxy keys read it)."""
 
     __slots__ = (
-        "_state",
         "body_exists",
         "content",
         "content_length",
@@ -236,6 +244,7 @@ class Incoming:
         "keep_alive",
         "method",
         "raw_path",
+        "spend",
         "version",
     )
 
@@ -257,21 +266,20 @@ class Incoming:
         self.content = content
         self.content_length = content_length
         self.body_exists = content is not None
-        self._state: dict[Any, Any] = {}
-
-    def get(self, key: Any, /) -> Any:
-        return self._state.get(key)
-
-    def __setitem__(self, key: Any, value: Any, /) -> None:
-        self._state[key] = value
+        self.spend: audit.Spend | None = None  # the audit record, once begun
 
 
 class ProxyProtocol(asyncio.Protocol):
-    """One client connection: parse, answer requests one at a time, in order."""
+    """One client connection: parse, answer requests one at a time, in order.
 
-    def __init__(self, listener: ProxyListener) -> None:
+    ``router`` picks each request's upstream: ``pipeline.route`` on a plain connection, the
+    tunnel's ``intercept.TunnelRouter`` on an intercepted TLS connection.
+    """
+
+    def __init__(self, listener: ProxyListener, router: Router = proxy.route) -> None:
         self.listener = listener
         self.rt = listener.rt
+        self.router = router
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -474,7 +482,7 @@ class ProxyProtocol(asyncio.Protocol):
                 keep = False  # the rest of an unread body cannot be skipped reliably
             transport = self.transport
             if transport is None:
-                pass  # handed to aiohttp
+                pass  # moved under TLS: the tunnel's own protocol serves it now
             elif (
                 self._closing
                 or not keep
@@ -497,7 +505,7 @@ class ProxyProtocol(asyncio.Protocol):
         rt = self.rt
         audit.begin(req)
         try:
-            upstream, reply, started = await proxy.forward(rt, req, proxy.route)
+            upstream, reply, started = await proxy.forward(rt, req, self.router)
         except SidecarError as err:  # a refusal, or the body failed (SC4011, SC4014, SC4015)
             keep = req.keep_alive and (req.content is None or req.content.complete)
             return self._refuse(err, req, keep)
@@ -603,10 +611,9 @@ class ProxyProtocol(asyncio.Protocol):
         self.transport.close()
 
     def _upgraded(self, rest: bytes) -> None:
-        """CONNECT goes to the aiohttp application; other upgrades are not proxied."""
-        req = self._pipeline[-1] if self._pipeline else None
+        """CONNECT is answered here; other upgrades are not proxied."""
         method = self.parser.get_method()
-        if method != b"CONNECT" or self._busy or req is not None:
+        if method != b"CONNECT" or self._busy or self._pipeline:
             # An ``Upgrade:`` request was answered (or is being) as a plain request; what
             # follows it on the wire is another protocol, so nothing more is read.
             self._transport().pause_reading()
@@ -615,21 +622,40 @@ class ProxyProtocol(asyncio.Protocol):
                 self._closing = True
                 self._transport().close()
             return
-        head = [b"CONNECT ", *self._url, b" HTTP/%s\r\n" % self.parser.get_http_version().encode()]
-        head += [b"%s: %s\r\n" % pair for pair in self._headers]
-        head.append(b"\r\n")
-        self._handoff(b"".join(head) + rest)
+        req = self._incoming()
+        audit.begin(req)
+        try:
+            host = self._authorize(req, rest)
+        except SidecarError as err:
+            # Refused on the one refusal path; nothing after the CONNECT is read.
+            self._transport().pause_reading()
+            self._last = True
+            self._refuse(err, req, False)
+            self._closing = True
+            self._transport().close()
+            return
+        self._handoff(host)
 
-    def _handoff(self, replay: bytes) -> None:
+    def _authorize(self, req: Incoming, rest: bytes) -> str:
+        """The CONNECT host, if interception terminates it; else the refusal to answer."""
+        interceptor = self.listener.interceptor
+        if interceptor is None or isinstance(self.router, intercept.TunnelRouter):
+            raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
+        host = interceptor.authorize(req.raw_path)
+        if rest:  # TLS bytes sent before the 200: they would be lost in the switch to TLS
+            raise SidecarError("SC4011", "Data sent before the CONNECT was answered")
+        return host
+
+    def _handoff(self, host: str) -> None:
+        """Answer 200 and move the connection under TLS; the listener serves the tunnel."""
         transport = self._transport()
+        transport.pause_reading()  # until start_tls reads it: nothing reaches this parser now
         self._cancel_idle()
         self.listener.connections.discard(self)
         self.transport = None
         self._closing = True
-        handler = self.listener.aiohttp_protocol()
-        transport.set_protocol(handler)
-        handler.connection_made(transport)
-        handler.data_received(replay)
+        transport.write(intercept.ESTABLISHED)
+        self.listener.tunnel(transport, host)
 
     # -- idle connections -------------------------------------------------------------------
 
@@ -653,15 +679,54 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
 
+class TunnelProtocol(ProxyProtocol, asyncio.BufferedProtocol):
+    """``ProxyProtocol`` on an intercepted TLS transport, reading through a buffer of its own.
+
+    Why: given a plain protocol, the TLS layer (uvloop's and asyncio's ``SSLProtocol``)
+    decrypts each read into a fresh 256 KiB ``bytes``; given a buffered one, into this buffer.
+    Everything else is the plain connection's code.
+    """
+
+    def __init__(self, listener: ProxyListener, router: Router) -> None:
+        super().__init__(listener, router)
+        self._buffer = bytearray(TUNNEL_READ)
+
+    def get_buffer(self, sizehint: int) -> bytearray:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(bytes(self._buffer[:nbytes]))
+
+
+class _Early(asyncio.Protocol):
+    """The tunnel's protocol during the handshake: TLS can deliver the client's first bytes
+    before ``start_tls`` returns, so they are kept for the protocol that then serves them."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+        self.eof = False
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data.append(data)
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        return True  # keep the transport: the requests already received are answered first
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
 class ProxyListener:
-    """The listening socket, its connections, and the aiohttp app that CONNECT goes to."""
+    """The listening socket, its connections (intercepted tunnels included) and the interceptor."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
-        self.app = proxy.build_proxy_app(rt)
+        self.interceptor = intercept.install(rt) if rt.config.intercept.enabled else None
         self.connections: set[ProxyProtocol] = set()
+        self.handshakes: set[asyncio.Task[None]] = set()
         self.stopping = False
-        self._runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
 
     @property
@@ -671,23 +736,72 @@ class ProxyListener:
         return port
 
     async def start(self, host: str, port: int) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
-        await self._runner.setup()
+        if self.interceptor is not None:
+            self.interceptor.start()
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: ProxyProtocol(self), host, port, reuse_address=True, backlog=1024
         )
 
-    def aiohttp_protocol(self) -> asyncio.Protocol:
-        assert self._runner is not None and self._runner.server is not None
-        handler: asyncio.Protocol = self._runner.server()
-        return handler
+    def tunnel(self, transport: asyncio.Transport, host: str) -> None:
+        """Start the TLS handshake of an answered CONNECT; the task is kept until it ends."""
+        task = asyncio.get_running_loop().create_task(self._handshake(transport, host))
+        self.handshakes.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.handshakes.discard(task)
+            if task.cancelled():  # by stop(), possibly before the handshake even began
+                transport.abort()
+
+        task.add_done_callback(done)
+
+    async def _handshake(self, transport: asyncio.Transport, host: str) -> None:
+        """TLS with the host's leaf, then the same protocol serves the tunnel, routed by host."""
+        assert self.interceptor is not None
+        loop = asyncio.get_running_loop()
+        early = _Early()
+        try:
+            ctx = self.interceptor.context(host)
+            tls = await loop.start_tls(
+                transport,
+                early,
+                ctx,
+                server_side=True,
+                ssl_handshake_timeout=intercept.HANDSHAKE_TIMEOUT,
+            )
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.info("intercept_handshake_failed", host=host, error=type(exc).__name__)
+            transport.close()
+            return
+        except Exception:
+            log.exception("intercept_failed", host=host)
+            transport.close()
+            return
+        if tls is None or early.lost:
+            return
+        if self.stopping:  # the stop began during the handshake: this tunnel never serves
+            tls.abort()
+            return
+        protocol = TunnelProtocol(self, self.interceptor.router(host))
+        tls.set_protocol(protocol)
+        protocol.connection_made(tls)  # start_tls does not call it for a server-side switch
+        log.debug("intercept_established", host=host)
+        for data in early.data:
+            protocol.data_received(data)
+        if early.eof and not protocol.eof_received():
+            tls.close()  # as on a plain connection: the client's EOF ends it
 
     async def stop(self, grace: float) -> None:
-        """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now."""
+        """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now.
+
+        Intercepted tunnels are connections like the others: an idle one closes at once, a busy
+        one finishes its request first. TLS handshakes not yet done are cut.
+        """
         self.stopping = True
         if self._server is not None:
             self._server.close()
+        for task in list(self.handshakes):
+            task.cancel()
         deadline = time.monotonic() + grace
         while True:
             for conn in list(self.connections):
@@ -701,6 +815,3 @@ class ProxyListener:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
-        if self._runner is not None:
-            await self._runner.cleanup()  # intercepted tunnels drain here
-            self._runner = None

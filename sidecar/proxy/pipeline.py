@@ -1,9 +1,11 @@
-"""The proxy listener: route, check the credential, let the scheme sign, send, stream back.
+"""The proxy pipeline: route, check the credential, let the scheme sign, send; the listener relays.
 
-Two request forms reach the same pipeline:
+Three request forms reach the same pipeline, all parsed by the one engine in ``listener.py``:
 - path mode, ``/<upstream>/<path>``;
 - forward-proxy mode, an absolute-form target ``http://<host>/<path>`` whose host an upstream
-  declares (the app sets ``HTTP_PROXY``); the upstream leg uses the upstream's own URL (HTTPS).
+  declares (the app sets ``HTTP_PROXY``); the upstream leg uses the upstream's own URL (HTTPS);
+- intercepted HTTPS, origin-form requests inside a CONNECT tunnel, routed by the tunnel's host
+  (``intercept.TunnelRouter``, passed to :func:`forward` in place of :func:`route`).
 
 Anything else is refused with 403 before a connection is made: no open proxy, no SSRF.
 """
@@ -13,25 +15,29 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
 from sidecar import audit, hostguard
 from sidecar.errors import SidecarError
-from sidecar.handlers.common import runtime
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
-from sidecar.proxy import intercept
-from sidecar.proxy.request import ProxyRequest as Incoming
 from sidecar.proxykeys.guard import admit
 from sidecar.proxykeys.permissions import decoded_path
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest, Scheme
 from sidecar.schemes.driver import drive
 from sidecar.upstreams import Upstream
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sidecar.proxy.listener import Incoming
+
+    # Picks the upstream of a request: ``route`` here, or an intercepted tunnel's router.
+    Router = Callable[[Runtime, Incoming], tuple[Upstream, str, str]]
 
 log = get_logger("sidecar.proxy")
 
@@ -151,6 +157,8 @@ async def read_body(request: Incoming, limit: int) -> bytes:
         raise SidecarError("SC4005")
     chunks: list[bytes] = []
     size = 0
+    if request.content is None:
+        return b""
     async for chunk in request.content.iter_any():
         size += len(chunk)
         if size > limit:
@@ -160,13 +168,13 @@ async def read_body(request: Incoming, limit: int) -> bytes:
 
 
 async def forward(
-    rt: Runtime, request: Incoming, router: intercept.Router
+    rt: Runtime, request: Incoming, router: Router
 ) -> tuple[Upstream, http1.Response, float]:
-    """Everything between the app's request and the upstream's answer head, engine-neutral.
+    """Everything between the app's request and the upstream's answer head, for every mode.
 
-    ``request`` is an aiohttp ``web.Request`` (intercepted connections) or the listener's own
-    :class:`sidecar.proxy.listener.Incoming`; both offer what is read here. Returns the upstream,
-    its answer (body unread) and when the send started, for the latency metric.
+    ``router`` is :func:`route`, or the router of the intercepted tunnel the request came
+    through. Returns the upstream, its answer (body unread) and when the send started, for the
+    latency metric.
     """
     hostguard.check_proxy(rt, request)
     upstream, raw_path, raw_query = router(rt, request)
@@ -180,7 +188,7 @@ async def forward(
     stream: AsyncIterator[bytes] | None = None
     if scheme.requires_request_body or scheme.replays_request or grant.signed:
         body = await read_body(request, upstream.cfg.max_body) if request.body_exists else None
-    elif request.body_exists:
+    elif request.content is not None:
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)
     outbound = OutboundRequest(request.method, url, headers, body)
@@ -189,15 +197,6 @@ async def forward(
     started = time.perf_counter()
     reply = await send(upstream.pool, scheme, outbound, cred, stream, request.content_length)
     return upstream, reply, started
-
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    """The aiohttp engine: requests decrypted by interception (and CONNECT, via middleware)."""
-    rt = runtime(request)
-    upstream, reply, started = await forward(rt, request, request.app.get(ROUTER, route))
-    response = await _relay(request, reply)
-    account_spend(rt, request, upstream, reply.status, started, response.body_length)
-    return response
 
 
 async def send(
@@ -258,38 +257,6 @@ async def _send_once(
         raise err from None
 
 
-class _SmallRelay(web.StreamResponse):
-    """Headers leave with the first body bytes: one send per small answer instead of two.
-
-    A plain StreamResponse sends its headers at ``prepare()``; ``web.Response`` defers them
-    like this (an aiohttp >= 3.12 class flag; older versions simply send twice).
-    """
-
-    _send_headers_immediately = False
-
-
-async def _relay(request: web.Request, resp: http1.Response) -> web.StreamResponse:
-    """Stream the upstream's answer; a failure mid-body can only cut the connection."""
-    small = resp.content_length is not None and resp.content_length <= _CHUNK
-    out = (_SmallRelay if small else web.StreamResponse)(status=resp.status, reason=resp.reason)
-    for key, value in resp.headers.items():
-        if key.lower() not in HOP_BY_HOP:
-            out.headers.add(key, value)
-    if resp.content_length is not None:
-        out.content_length = resp.content_length
-    try:
-        await out.prepare(request)
-        async for chunk in resp.iter_chunks():
-            await out.write(chunk)
-        await out.write_eof()
-    except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
-        body_aborted(resp, exc)
-        out.force_close()
-    finally:
-        resp.release()
-    return out
-
-
 def body_aborted(resp: http1.Response, exc: Exception) -> None:
     log.warning("upstream_body_aborted", status=resp.status, error=type(exc).__name__)
 
@@ -297,7 +264,7 @@ def body_aborted(resp: http1.Response, exc: Exception) -> None:
 def account_spend(
     rt: Runtime, request: Incoming, upstream: Upstream, status: int, started: float, sent: int
 ) -> None:
-    """Metrics, audit and access line for a relayed answer (both engines)."""
+    """Metrics, audit and access line for a relayed answer (every mode)."""
     rt.metrics.observe(upstream.name, status, time.perf_counter() - started)
     audit.spent(request, status)
     if rt.config.logging.access_log:
@@ -305,69 +272,9 @@ def account_spend(
 
 
 def account_refusal(rt: Runtime, request: Incoming, err: SidecarError, sent: int) -> None:
-    """Log, count and audit an answer the sidecar gives itself (both engines)."""
+    """Log, count and audit an answer the sidecar gives itself (every mode)."""
     log.info("proxy_refused", code=err.code, status=err.status, method=request.method)
     rt.metrics.refused.labels(err.code).inc()
     audit.refused(request, err)
     if rt.config.logging.access_log:
         audit.access(request, err.status, sent, err.code)
-
-
-@web.middleware
-async def proxy_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Sidecar-made answers carry ``X-Sidecar-Error`` so an app can tell them from a provider's."""
-    audit.begin(request)
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except SidecarError as err:
-        account_refusal(runtime(request), request, err, 0)
-        return refusal(err)
-    except web.HTTPException as exc:
-        if exc.status == 413:
-            audit.refused(request, SidecarError("SC4005"))
-            return refusal(SidecarError("SC4005"))
-        raise
-    except Exception:
-        log.exception("proxy_unhandled")
-        audit.refused(request, SidecarError("SC1000"))
-        return refusal(SidecarError("SC1000"))
-
-
-def refusal(err: SidecarError) -> web.Response:
-    headers = {**err.headers, "X-Sidecar-Error": err.code}
-    return web.json_response(err.body(), status=err.status, headers=headers)
-
-
-async def handle_connect(rt: Runtime, request: web.Request) -> web.StreamResponse:
-    """CONNECT is never a blind tunnel: only interception of a configured host (intercept.py)."""
-    interceptor = request.app.get(intercept.INTERCEPTOR)
-    if interceptor is None:
-        raise SidecarError("SC4001", "CONNECT tunnels are not allowed")
-    return await interceptor.connect(request)
-
-
-@web.middleware
-async def connect_dispatch(request: web.Request, handler: Any) -> web.StreamResponse:
-    """aiohttp's router cannot match an authority-form target, so CONNECT is taken here."""
-    if request.method == "CONNECT":
-        return await handle_connect(runtime(request), request)
-    response: web.StreamResponse = await handler(request)
-    return response
-
-
-# Only the inner app of intercepted TLS connections routes differently (by the CONNECT host).
-ROUTER: web.AppKey[intercept.Router] = web.AppKey("router")
-
-
-def build_proxy_app(rt: Runtime, *, router: intercept.Router | None = None) -> web.Application:
-    from sidecar.handlers.common import RUNTIME
-
-    app = web.Application(middlewares=[proxy_errors, connect_dispatch], client_max_size=1024**3)
-    app[RUNTIME] = rt
-    if router is not None:
-        app[ROUTER] = router
-    elif rt.config.intercept.enabled:
-        intercept.install(app, rt, lambda r: build_proxy_app(rt, router=r))
-    app.router.add_route("*", "/{tail:.*}", handle)
-    return app

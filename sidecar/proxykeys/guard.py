@@ -19,9 +19,9 @@ from yarl import URL
 
 from sidecar import audit
 from sidecar.errors import SidecarError
-from sidecar.proxy.request import ProxyRequest
 from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import decoded_path, first_match
+from sidecar.proxykeys.request import KeyedRequest
 from sidecar.proxykeys.signing import SIGNATURE, TIMESTAMP, ReplayGuard, check_timestamp, verify
 from sidecar.store import now_iso
 
@@ -63,7 +63,7 @@ class Grant:
 OPEN = Grant()
 
 
-def presented_key(request: ProxyRequest, header: str) -> str:
+def presented_key(request: KeyedRequest, header: str) -> str:
     """``Bearer <key>``; a header other than Proxy-Authorization may also carry the bare key."""
     values = request.headers.getall(header, [])
     if not values:
@@ -78,7 +78,7 @@ def presented_key(request: ProxyRequest, header: str) -> str:
     return values[0].strip()
 
 
-def signed_target(request: ProxyRequest) -> str:
+def signed_target(request: KeyedRequest) -> str:
     """Path and query as the caller sent them (absolute-form: without scheme and host)."""
     target = request.raw_path
     if target.startswith(("http://", "https://")):
@@ -89,7 +89,7 @@ def signed_target(request: ProxyRequest) -> str:
 async def admit(
     rt: Runtime,
     upstream: Upstream,
-    request: ProxyRequest,
+    request: KeyedRequest,
     headers: CIMultiDict[str],
     raw_path: str,
 ) -> Grant:

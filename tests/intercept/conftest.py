@@ -28,6 +28,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported)
 HOST = "sandbox.intasend.com"
 SECRET = "ISSecretKey_test_8f3a1c"
 PUBLIC = "ISPubKey_test_5d92e0"
+SLOW = "/api/v1/slow/"  # answered only when the test says so
 WALLETS = [{"wallet_id": "XZY4R5P", "currency": "KES", "available_balance": 0}]
 
 
@@ -36,6 +37,8 @@ class IntaSendPeer:
 
     def __init__(self) -> None:
         self.seen: list[dict[str, str]] = []
+        self.arrived = asyncio.Event()  # a request to SLOW came in
+        self.release = asyncio.Event()  # ... and is answered once this is set
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -50,6 +53,10 @@ class IntaSendPeer:
         )
         if not authorized:
             return web.json_response({"detail": "Invalid token."}, status=401)
+        if request.raw_path == SLOW:
+            self.arrived.set()
+            await self.release.wait()
+            return web.json_response(WALLETS)
         if request.raw_path != "/api/v1/wallets/":
             return web.json_response({"detail": "Not found."}, status=404)
         return web.json_response(WALLETS)
