@@ -144,11 +144,11 @@ async def test_pipelined_requests_in_a_tunnel_are_answered_in_order(
 async def test_host_mismatch_in_a_tunnel_is_refused_and_the_tunnel_kept(
     intercepting: Intercepting,
 ) -> None:
-    """A request naming another Host is 403 SC4001; the next good one on the tunnel is served."""
+    """A request naming a foreign Host is refused (421 SC1015, the host guard runs first); the next good one on the tunnel is served."""
     reader, writer = await tunnel(intercepting)
     writer.write(b"GET /api/v1/wallets/ HTTP/1.1\r\nHost: other.example\r\n\r\n" + GET_WALLETS)
     status, head, _ = await answer(reader)
-    assert (status, b"X-Sidecar-Error: SC4001" in head) == (403, True)
+    assert (status, b"X-Sidecar-Error: SC1015" in head) == (421, True)
     assert (await answer(reader))[0] == 200
     writer.close()
     assert len(intercepting.peer.seen) == 1
