@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from sidecar.errors import SidecarError
 from sidecar.logging import SECRETS, get_logger
 from sidecar.record import CredentialRecord, CredentialView, SealedSecret, describe
@@ -73,6 +75,7 @@ class CredentialStore:
         self.cache_hits = 0
         self.cache_misses = 0
         self.stale_serves = 0
+        self.invalid_records = 0  # records skipped by a sync because they do not parse
 
     # -- the proxy's side: memory only -----------------------------------------------------
 
@@ -283,7 +286,22 @@ class CredentialStore:
                 continue
             found = await self.vault.kv_read(f"{FOLDER}/{name}")
             if found is not None:
-                self._remember(await self._decrypt(name, *found))
-                changed += 1
+                changed += await self._load(name, *found)
         self.last_sync = time.monotonic()
         return changed
+
+    async def _load(self, name: str, raw: dict[str, Any], version: int) -> int:
+        """Cache one record; a malformed one is skipped (and dropped) so the others still sync.
+
+        Why: one record that does not parse (written by hand, or by a newer sidecar) must not
+        stop every other credential's updates and, past ``max_stale``, all proxying.
+        """
+        try:
+            self._remember(await self._decrypt(name, raw, version))
+        except ValidationError as exc:
+            self.invalid_records += 1
+            errors = exc.error_count()
+            log.error("credential_record_invalid", name=name, version=version, errors=errors)
+            self._forget(name)
+            return 0
+        return 1

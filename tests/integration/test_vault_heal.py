@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from sidecar import config
@@ -229,10 +230,10 @@ async def test_missing_secret_id_file_is_retried_until_it_appears(
     assert sidecar.runtime.vault.session.failed_logins == 0
 
 
-async def test_sync_loop_survives_a_broken_record(
+async def test_sync_loop_skips_a_broken_record(
     openbao: OpenBao, prefix: str, make_sidecar: MakeSidecar
 ) -> None:
-    """Problem 4b: an exception that is no SidecarError is counted and logged; the loop goes on."""
+    """A record that does not parse is skipped and counted; the sync goes on and stays fresh."""
     data = config_dict(openbao.addr, prefix, {})
     data["cache"] = {"refresh_interval": 0.2}
     sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))
@@ -240,11 +241,36 @@ async def test_sync_loop_survives_a_broken_record(
     kv.create_or_update_secret(path=f"{prefix}/credentials/broken", secret={"junk": "1"})
     rt = sidecar.runtime
     await asyncio.sleep(1)
-    kv.delete_metadata_and_all_versions(path=f"{prefix}/credentials/broken")
+    age = time.monotonic() - (rt.store.last_sync or 0)
+    sync = next(t for t in rt._tasks if t.get_name() == "cache-sync")
+    print(f"sync with a broken record: alive={not sync.done()}, last sync {age:.2f}s ago")
+    assert not sync.done() and age < 1
+    assert rt.store.invalid_records >= 1 and rt.store.cached("broken") is None
+
+
+async def test_sync_loop_survives_any_exception(
+    openbao: OpenBao, prefix: str, make_sidecar: MakeSidecar, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Problem 4b: an exception that is no SidecarError is counted and logged; the loop goes on."""
+    data = config_dict(openbao.addr, prefix, {})
+    data["cache"] = {"refresh_interval": 0.2}
+    sidecar = await make_sidecar(config.loads(yaml.safe_dump(data), {}))
+    rt = sidecar.runtime
+    real_sync = rt.store.sync
+    calls = 0
+
+    async def failing_once() -> int:  # a bug of ours, which no real input produces on demand
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("injected")
+        return await real_sync()
+
+    monkeypatch.setattr(rt.store, "sync", failing_once)
     await asyncio.sleep(1)
     age = time.monotonic() - (rt.store.last_sync or 0)
     sync = next(t for t in rt._tasks if t.get_name() == "cache-sync")
     metrics = await (await sidecar.admin.get("/metrics")).text()
-    print(f"sync loop after a broken record: alive={not sync.done()}, last sync {age:.2f}s ago")
-    assert not sync.done() and age < 1
+    print(f"sync loop after a KeyError: alive={not sync.done()}, last sync {age:.2f}s ago")
+    assert calls >= 2 and not sync.done() and age < 1
     assert 'sidecar_background_errors_total{error="KeyError",loop="cache-sync"}' in metrics
