@@ -51,17 +51,21 @@ class OpenBao:
     def addr(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def args(self) -> list[str]:
+        """The server's command line; a subclass may add to it (a config file, say)."""
+        return [
+            bao_binary(),
+            "server",
+            "-dev",
+            f"-dev-root-token-id={ROOT_TOKEN}",
+            f"-dev-listen-address=127.0.0.1:{self.port}",
+        ]
+
     def start(self) -> OpenBao:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
         with self.log_path.open("wb") as out:
             self.process = subprocess.Popen(
-                [
-                    bao_binary(),
-                    "server",
-                    "-dev",
-                    f"-dev-root-token-id={ROOT_TOKEN}",
-                    f"-dev-listen-address=127.0.0.1:{self.port}",
-                ],
+                self.args(),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 env=env,

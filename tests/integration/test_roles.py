@@ -12,7 +12,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +27,7 @@ import yaml
 
 from sidecar import config
 from sidecar.errors import SidecarError
-from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, bao_binary, free_port
+from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
 from sidecar.server import Server
 from tests.integration.conftest import MakeSidecar, config_dict
 from tests.integration.test_admin_api import balance_peer
@@ -275,32 +274,16 @@ class AuditedOpenBao(OpenBao):
 
     audit_path: Path = field(default_factory=lambda: Path(tempfile.mkdtemp()) / "audit.log")
 
-    def start(self) -> AuditedOpenBao:
+    def args(self) -> list[str]:
         hcl = self.audit_path.with_name("audit.hcl")
         hcl.write_text(AUDIT_HCL % self.audit_path)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-        with self.log_path.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    bao_binary(),
-                    "server",
-                    "-dev",
-                    f"-dev-root-token-id={ROOT_TOKEN}",
-                    f"-dev-listen-address=127.0.0.1:{self.port}",
-                    f"-config={hcl}",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        self._wait_healthy()
-        self.client().sys.enable_secrets_engine("transit", path="transit")
-        return self
+        return [*super().args(), f"-config={hcl}"]
 
 
 @pytest.fixture
 def audited() -> Iterator[AuditedOpenBao]:
-    server = AuditedOpenBao().start()
+    server = AuditedOpenBao()
+    server.start()
     yield server
     server.stop()
 
