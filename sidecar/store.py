@@ -15,7 +15,6 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,6 +23,7 @@ from sidecar.errors import SidecarError
 from sidecar.logging import SECRETS, get_logger
 from sidecar.record import CredentialRecord, CredentialView, SealedSecret, describe
 from sidecar.schemes.base import Credential
+from sidecar.timestamps import now_iso, parse_iso
 from sidecar.vault import Vault, hmac_key_version
 
 log = get_logger("sidecar.store")
@@ -56,14 +56,6 @@ class FieldSpec:
         public = {k: str(v) for k, v in fields.items() if k in self.public}
         secret = {k: str(v) for k, v in fields.items() if k in self.secret}
         return public, secret
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
 class CredentialStore:
@@ -130,8 +122,8 @@ class CredentialStore:
             secrets=dict(zip(names, plain, strict=True)),
             provider_data=dict(record.provider_data),
             version=version,
-            created_at=_parse(record.created_at),
-            updated_at=_parse(record.updated_at),
+            created_at=parse_iso(record.created_at),
+            updated_at=parse_iso(record.updated_at),
         )
 
     # -- the admin's side ------------------------------------------------------------------
@@ -196,8 +188,8 @@ class CredentialStore:
             secrets=secret,
             provider_data=dict(provider_data),
             version=new_version,
-            created_at=_parse(created_at),
-            updated_at=_parse(stamp),
+            created_at=parse_iso(created_at),
+            updated_at=parse_iso(stamp),
         )
         self._remember(cred)
         log.info("credential_saved", name=name, upstream=upstream, version=new_version)
@@ -231,7 +223,7 @@ class CredentialStore:
                     fields=dict(record.fields),
                     provider_data=dict(record.provider_data),
                     version=new_version,
-                    updated_at=_parse(record.updated_at),
+                    updated_at=parse_iso(record.updated_at),
                 )
             )
         else:

@@ -23,7 +23,7 @@ from sidecar.proxykeys.index import KeyEntry
 from sidecar.proxykeys.permissions import decoded_path, first_match
 from sidecar.proxykeys.request import KeyedRequest
 from sidecar.proxykeys.signing import SIGNATURE, TIMESTAMP, ReplayGuard, check_timestamp, verify
-from sidecar.store import now_iso
+from sidecar.timestamps import now_iso
 
 if TYPE_CHECKING:
     from sidecar.runtime import Runtime

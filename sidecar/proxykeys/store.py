@@ -24,7 +24,7 @@ from sidecar.logging import SECRETS, get_logger
 from sidecar.proxykeys.index import KeyEntry, KeyIndex, local_digest
 from sidecar.proxykeys.permissions import Permission, parse_all
 from sidecar.proxykeys.signing import ReplayGuard
-from sidecar.store import now_iso
+from sidecar.timestamps import now_iso
 from sidecar.vault import Vault, hmac_key_version
 
 log = get_logger("sidecar.proxykeys")
