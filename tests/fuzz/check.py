@@ -53,6 +53,9 @@ RULES: dict[str, str] = {
     "R15": "A request target that is not origin-form, absolute-form or '*', or has bytes outside "
     "RFC 3986 (e.g. 'peer/x', '{', '|', '<'): RFC 9112 §3.2; llhttp refuses some, h11 accepts "
     "any visible bytes. Refused.",
+    "R16": "An empty line (CRLF) where a request line is expected is ignored (RFC 9112 §2.2, "
+    "SHOULD; llhttp does); h11 reports 'no request line received', so the reference reads the "
+    "bytes without that final CRLF.",
 }
 
 # llhttp's method table (llhttp/src/llhttp/constants.ts, HTTP and RTSP methods it accepts).
@@ -181,9 +184,19 @@ def _sidecar_error(answer: reference.Message) -> bool:
     return answer.status >= 400 and any(n == b"x-sidecar-error" for n, _ in answer.headers)
 
 
+def read_requests(data: bytes) -> reference.Reading:
+    """h11's reading, with rule R16 applied to a trailing empty line."""
+    ref = reference.requests(data)
+    if ref.error and "no request line" in ref.error and data.endswith(b"\r\n"):
+        trimmed = reference.requests(data[:-2])
+        if trimmed.error is None and len(trimmed.messages) == len(ref.messages):
+            return trimmed
+    return ref
+
+
 def check_request(case: Case, run: Run) -> list[Disagreement]:
     """The app's bytes as requests: forwarded exactly, or refused with nothing complete sent."""
-    ref = reference.requests(case.data)
+    ref = read_requests(case.data)
     out: list[Disagreement] = []
 
     def bad(kind: str, detail: str) -> None:

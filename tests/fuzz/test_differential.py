@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.fuzz import check, gen, reference, wire
+from tests.fuzz import check, gen, wire
 from tests.fuzz.harness import Tally
 from tests.fuzz.runner import run_cases
 from tests.integration.conftest import MakeConfig, MakeSidecar, api_key_upstream
@@ -205,7 +205,7 @@ async def _one(recorder: wire.Recorder, port: int, case: gen.Case) -> list[Any]:
     recorder.received = []
     if case.kind == "request":
         recorder.reply = b""
-        ref = reference.requests(case.data)
+        ref = check.read_requests(case.data)
         whole = [m.method.decode() for m in ref.messages if m.complete]
         clean = ref.error is None and len(whole) == len(ref.messages)
         run = await wire.exchange(port, case.data, whole if clean and whole else None)
