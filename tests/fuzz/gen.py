@@ -124,7 +124,7 @@ def request(rng: random.Random) -> bytes:
     version = b"HTTP/1.1" if rng.random() < 0.9 else b"HTTP/1.0"
     headers = _extra_headers(rng)
     if version == b"HTTP/1.1" or rng.random() < 0.5:
-        headers.insert(rng.randint(0, len(headers)), (b"Host", b"sidecar.test"))
+        headers.insert(rng.randint(0, len(headers)), (b"Host", b"localhost"))
     body = b""
     if method in ("POST", "PUT", "PATCH") or rng.random() < 0.1:
         if rng.random() < 0.1 and version == b"HTTP/1.1":
