@@ -271,7 +271,7 @@ def app_request(case: Case) -> bytes:
     body = b"abc" if case.method == "POST" else b""
     length = b"Content-Length: 3\r\n" if body else b""
     return (
-        b"%s /%s/r HTTP/%s\r\nHost: s\r\n%s\r\n"
+        b"%s /%s/r HTTP/%s\r\nHost: localhost\r\n%s\r\n"
         % (case.method.encode(), UPSTREAM.encode(), case.version.encode(), length)
         + body
     )
