@@ -36,6 +36,7 @@ attempts made, so a caller can tell a payment that never left from one that may 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -53,6 +54,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 SENT = ("none", "partial", "complete")  # how much of a request was written, by rank
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not in a reason-phrase (RFC 9112 §4)
 
 
 class _Sent:
@@ -234,6 +236,8 @@ class _Conn(asyncio.Protocol):
             raise _Unexpected("bytes after the end of the response")
 
     def on_status(self, status: bytes) -> None:
+        if _CTL.search(status):  # llhttp lets NUL through; the app would get it in the head
+            raise _Unexpected("control byte in the reason phrase")
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:

@@ -204,7 +204,7 @@ async def test_wire_sample_matches_h11(make_config: MakeConfig, make_sidecar: Ma
 async def _one(recorder: wire.Recorder, port: int, case: gen.Case) -> list[Any]:
     recorder.received = []
     if case.kind == "request":
-        recorder.reply = b""
+        recorder.reply = None
         ref = check.read_requests(case.data)
         whole = [m.method.decode() for m in ref.messages if m.complete]
         clean = ref.error is None and len(whole) == len(ref.messages)
