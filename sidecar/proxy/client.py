@@ -164,6 +164,7 @@ class _Conn(asyncio.Protocol):
         self.done = self.keep_alive = self.sent = self.head_only = self.got_bytes = False
         self.read_paused = self.write_paused = False
         self.interim_ended = False  # a 1xx just ended: the next line starts a new message
+        self.at_start = False  # the next byte must begin a status line
         self.written = 0  # of this request: an index into SENT
 
     # -- transport callbacks
@@ -216,11 +217,16 @@ class _Conn(asyncio.Protocol):
         head's end is where the answer ends (llhttp cannot be told there is no body)."""
         view, start, end = memoryview(data), 0, len(data)
         while start < end and not self.done and (self.resp is None or self.head_only):
+            if self.at_start:  # llhttp skips CR and LF before a status line; RFC 9112 does not
+                self.at_start = False
+                if data[start] in b"\r\n":
+                    raise httptools.HttpParserError("CR or LF before the status line")
             stop = data.find(b"\n", start) + 1 or end
             self.parser.feed_data(view[start:stop])
             start = stop
             if self.interim_ended:
                 self.interim_ended = False
+                self.at_start = True
                 self.parser = httptools.HttpResponseParser(self)
         if start >= end:
             return
@@ -405,6 +411,7 @@ class _Conn(asyncio.Protocol):
         self.exc = None
         self.buffered = 0
         self.interim_ended = False
+        self.at_start = True
         self.active = True
         self.done = self.keep_alive = False
         self.head_only = head_only
