@@ -210,12 +210,16 @@ async def test_refusal_of_head_has_no_body_and_keeps_the_next_answer_in_place(
         err.headers[SENT] = "complete"
         refusal = error_answer(err, True, head=True)[0]
         assert refusal.endswith(b"\r\n\r\n") and header(refusal, "Content-Length") != "0"
-        assert raw == refusal + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        assert (
+            raw == refusal + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
 
 
 # --------------------------------------------------------------------------- was it sent?
 
-POST_HEAD = b"POST /up/pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+POST_HEAD = (
+    b"POST /up/pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+)
 
 
 async def test_request_sent_none_when_the_upstream_closes_before_reading(

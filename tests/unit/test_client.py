@@ -645,7 +645,14 @@ async def test_valid_interim_answers_never_spoil_the_final_one(interim: bytes) -
 
 @pytest.mark.parametrize(
     "coding",
-    [b"gzip", b"identity", b"xchunked", b"chunked, identity", b"chunked, chunked", b"gzip, chunked"],
+    [
+        b"gzip",
+        b"identity",
+        b"xchunked",
+        b"chunked, identity",
+        b"chunked, chunked",
+        b"gzip, chunked",
+    ],
 )
 async def test_transfer_codings_other_than_chunked_are_refused(coding: bytes) -> None:
     """An answer whose body the relay could not re-frame is kind framing (502 SC4029), so no
