@@ -165,6 +165,7 @@ class _Conn(asyncio.Protocol):
         self.read_paused = self.write_paused = False
         self.interim_ended = False  # a 1xx just ended: the next line starts a new message
         self.at_start = False  # the next byte must begin a status line
+        self.line_end = False  # the last byte fed before the final head was CR or LF
         self.written = 0  # of this request: an index into SENT
 
     # -- transport callbacks
@@ -212,17 +213,22 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamConnectionError(f"bad HTTP from upstream: {exc}", "protocol"))
 
     def _feed_head(self, data: bytes) -> None:
-        """Until the final head, feed llhttp line by line: after a 1xx a fresh parser reads the
-        next message (llhttp would apply the 1xx's ``Connection: close`` to it), and for HEAD the
-        head's end is where the answer ends (llhttp cannot be told there is no body)."""
+        """Until the final head, feed llhttp one head at a time (up to each empty line): after a
+        1xx a fresh parser reads the next message (llhttp would apply the 1xx's ``Connection:
+        close`` to it), and for HEAD the head's end is where the answer ends (llhttp cannot be
+        told there is no body). The split only says where llhttp is stopped, never what it reads."""
         view, start, end = memoryview(data), 0, len(data)
         while start < end and not self.done and (self.resp is None or self.head_only):
             if self.at_start:  # llhttp skips CR and LF before a status line; RFC 9112 does not
                 self.at_start = False
                 if data[start] in b"\r\n":
                     raise httptools.HttpParserError("CR or LF before the status line")
-            stop = data.find(b"\n", start) + 1 or end
+            if self.line_end:  # a read ended inside CR LF CR LF: its end may be the next LF
+                stop = data.find(b"\n", start) + 1 or end
+            else:
+                stop = _head_end(data, start) or end
             self.parser.feed_data(view[start:stop])
+            self.line_end = data[stop - 1] in b"\r\n"
             start = stop
             if self.interim_ended:
                 self.interim_ended = False
@@ -412,6 +418,7 @@ class _Conn(asyncio.Protocol):
         self.buffered = 0
         self.interim_ended = False
         self.at_start = True
+        self.line_end = False
         self.active = True
         self.done = self.keep_alive = False
         self.head_only = head_only
@@ -454,6 +461,16 @@ class _Conn(asyncio.Protocol):
             raise ValueError("request body is shorter than its content_length")
         self.sent = True
         self.written = 2
+
+
+def _head_end(data: bytes, start: int) -> int:
+    """Just past the first empty line (LF CRLF or LF LF) from ``start``, or 0: a place where
+    llhttp can be paused, at the latest where a head may end."""
+    crlf = data.find(b"\n\r\n", start) + 3
+    lf = data.find(b"\n\n", start) + 2
+    if crlf > 2 and (lf < 2 or crlf < lf):
+        return crlf
+    return lf if lf > 1 else 0
 
 
 def _framing(

@@ -643,6 +643,31 @@ async def test_valid_interim_answers_never_spoil_the_final_one(interim: bytes) -
         assert resp.raw_headers == [(b"Content-Length", b"5")]
 
 
+@pytest.mark.parametrize("step", [1, 2, 3, 7])
+async def test_interim_answers_split_across_reads(step: int) -> None:
+    """Wherever the reads split the heads (inside CR LF CR LF too), each 1xx ends where it
+    ends and its Connection: close does not reach the final answer, whose trailer is dropped."""
+    answer = (
+        b"HTTP/1.1 103 E\r\nConnection: close\r\n\r\nHTTP/1.1 102 P\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n"
+    )
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        for i in range(0, len(answer), step):
+            writer.write(answer[i : i + step])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await reader.read()
+
+    async with raw_origin(serve) as origin, pool_for(origin) as pool:
+        resp, body = await get(pool, "/")
+        assert (resp.status, body) == (200, b"ok")
+        assert resp.raw_headers == [(b"Transfer-Encoding", b"chunked")]
+
+
 @pytest.mark.parametrize(
     "coding",
     [
