@@ -83,6 +83,7 @@ CODES: dict[str, Code] = {
         Code("SC4026", 503, "No free upstream connection within the upstream's pool_timeout"),
         Code("SC4027", 400, "Request target holds a fragment (#)"),
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
+        Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),

@@ -12,7 +12,15 @@ upgrades, HTTP/2. HTTP/1.1 only, one origin per :class:`Pool`.
 
 Interim (1xx) answers carry no body (RFC 9110 15.2): one that declares a framing header
 (Content-Length or Transfer-Encoding) is a provider error, kind ``"interim"``, and its connection
-is discarded, so no byte of it can be taken for part of the final answer.
+is discarded, so no byte of it can be taken for part of the final answer. A valid 1xx is skipped
+whatever else it says (``Connection: close`` included): until the final head, llhttp is fed line
+by line and gets a fresh parser after each 1xx, so the 1xx's fields never frame the final answer.
+
+Framing the relay cannot redo is refused, kind ``"framing"``: a Transfer-Encoding other than
+exactly one ``chunked`` (gzip, identity, ``chunked, chunked``...), since the body would reach the
+app decoded of nothing and undeclared (RFC 9112 §6.1, §6.3; h11 refuses them too). Trailer
+fields of a chunked body are dropped (RFC 9110 §6.5.1), never added to the head's fields, and
+trailing whitespace of a field value is removed (RFC 9112 §5: OWS is not part of the value).
 
 Timeouts: ``timeout`` bounds everything up to the response head (waiting for a free connection,
 connecting, sending the request body, the head itself), then each wait for more body bytes;
@@ -28,6 +36,7 @@ attempts made, so a caller can tell a payment that never left from one that may 
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
@@ -45,6 +54,7 @@ _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 SENT = ("none", "partial", "complete")  # how much of a request was written, by rank
+_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # not in a reason-phrase (RFC 9112 §4)
 
 
 class _Sent:
@@ -66,7 +76,7 @@ class UpstreamConnectionError(_Sent, Exception):
 
     def __init__(self, message: str, kind: str = "closed") -> None:
         super().__init__(message)
-        # "connect", "tls", "closed", "protocol", "interim" or "pool_closed": no secrets
+        # "connect", "tls", "closed", "protocol", "interim", "framing" or "pool_closed"
         self.kind = kind
 
 
@@ -153,6 +163,9 @@ class _Conn(asyncio.Protocol):
         self.connected = self.active = self.dead = self.idle = self.reused = False
         self.done = self.keep_alive = self.sent = self.head_only = self.got_bytes = False
         self.read_paused = self.write_paused = False
+        self.interim_ended = False  # a 1xx just ended: the next line starts a new message
+        self.at_start = False  # the next byte must begin a status line
+        self.line_end = False  # the last byte fed before the final head was CR or LF
         self.written = 0  # of this request: an index into SENT
 
     # -- transport callbacks
@@ -191,7 +204,7 @@ class _Conn(asyncio.Protocol):
                 self._fail(UpstreamConnectionError("response head too large", "protocol"))
                 return
         try:
-            if self.head_only:
+            if self.resp is None or self.head_only:
                 self._feed_head(data)
             else:
                 self.parser.feed_data(data)
@@ -200,15 +213,34 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamConnectionError(f"bad HTTP from upstream: {exc}", "protocol"))
 
     def _feed_head(self, data: bytes) -> None:
-        """HEAD: llhttp cannot be told there is no body, so feed it lines up to the head's end."""
+        """Until the final head, feed llhttp one head at a time (up to each empty line): after a
+        1xx a fresh parser reads the next message (llhttp would apply the 1xx's ``Connection:
+        close`` to it), and for HEAD the head's end is where the answer ends (llhttp cannot be
+        told there is no body). The split only says where llhttp is stopped, never what it reads."""
         view, start, end = memoryview(data), 0, len(data)
-        while start < end and not self.done:
-            stop = data.find(b"\n", start) + 1 or end
+        while start < end and not self.done and (self.resp is None or self.head_only):
+            if self.at_start:  # llhttp skips CR and LF before a status line; RFC 9112 does not
+                self.at_start = False
+                if data[start] in b"\r\n":
+                    raise httptools.HttpParserError("CR or LF before the status line")
+            if self.line_end:  # a read ended inside CR LF CR LF: its end may be the next LF
+                stop = data.find(b"\n", start) + 1 or end
+            else:
+                stop = _head_end(data, start) or end
             self.parser.feed_data(view[start:stop])
+            self.line_end = data[stop - 1] in b"\r\n"
             start = stop
-        if start < end:  # a body after a HEAD answer
+            if self.interim_ended:
+                self.interim_ended = False
+                self.at_start = True
+                self.parser = httptools.HttpResponseParser(self)
+        if start >= end:
+            return
+        if self.head_only or self.done:  # a body after a HEAD answer
             self.keep_alive = False
             self.close()
+        else:  # the final head ended: the rest is its body, in one call
+            self.parser.feed_data(view[start:end])
 
     # -- parser callbacks
     def on_message_begin(self) -> None:
@@ -216,10 +248,13 @@ class _Conn(asyncio.Protocol):
             raise _Unexpected("bytes after the end of the response")
 
     def on_status(self, status: bytes) -> None:
+        if _CTL.search(status):  # llhttp lets NUL through; the app would get it in the head
+            raise _Unexpected("control byte in the reason phrase")
         self.reason += status
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.raw.append((name, value))
+        if self.resp is None:  # after the head: a trailer field, dropped (RFC 9110 §6.5.1)
+            self.raw.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -228,6 +263,7 @@ class _Conn(asyncio.Protocol):
                 raise _Unexpected("101 Switching Protocols")
             self._check_interim()
             return
+        self._check_coding()
         length = None
         for name, value in self.raw:
             if len(name) == 14 and name.lower() == b"content-length":
@@ -246,6 +282,13 @@ class _Conn(asyncio.Protocol):
             self._fail(UpstreamConnectionError("interim (1xx) answer with a body", "interim"))
             raise _Unexpected("interim answer with a body")
 
+    def _check_coding(self) -> None:
+        """One Transfer-Encoding, exactly ``chunked``, or none: anything else cannot be relayed."""
+        codings = [v for n, v in self.raw if len(n) == 17 and n.lower() == b"transfer-encoding"]
+        if codings and (len(codings) > 1 or codings[0].strip().lower() != b"chunked"):
+            self._fail(UpstreamConnectionError("transfer coding other than chunked", "framing"))
+            raise _Unexpected("transfer coding other than chunked")
+
     def on_body(self, body: bytes) -> None:
         if self.resp is None:  # a body before the final head: never part of the answer
             self._fail(UpstreamConnectionError("interim (1xx) answer with a body", "interim"))
@@ -262,6 +305,7 @@ class _Conn(asyncio.Protocol):
         if self.parser.get_status_code() < 200:  # 100 Continue and friends: wait for the real one
             self.raw = []
             self.reason = b""
+            self.interim_ended = True
             return
         self.done = True
         self.keep_alive = self.parser.should_keep_alive()
@@ -372,6 +416,9 @@ class _Conn(asyncio.Protocol):
         self.resp = None
         self.exc = None
         self.buffered = 0
+        self.interim_ended = False
+        self.at_start = True
+        self.line_end = False
         self.active = True
         self.done = self.keep_alive = False
         self.head_only = head_only
@@ -414,6 +461,16 @@ class _Conn(asyncio.Protocol):
             raise ValueError("request body is shorter than its content_length")
         self.sent = True
         self.written = 2
+
+
+def _head_end(data: bytes, start: int) -> int:
+    """Just past the first empty line (LF CRLF or LF LF) from ``start``, or 0: a place where
+    llhttp can be paused, at the latest where a head may end."""
+    crlf = data.find(b"\n\r\n", start) + 3
+    lf = data.find(b"\n\n", start) + 2
+    if crlf > 2 and (lf < 2 or crlf < lf):
+        return crlf
+    return lf if lf > 1 else 0
 
 
 def _framing(

@@ -97,15 +97,19 @@ _ERROR_HEAD = (
 )
 
 
-def error_answer(err: SidecarError, keep: bool) -> tuple[bytes, int]:
+def error_answer(err: SidecarError, keep: bool, head: bool = False) -> tuple[bytes, int]:
     """The sidecar's own answer, the JSON error body marked with ``X-Sidecar-Error``; and the
-    body's length, for the access line."""
+    body's length, for the access line.
+
+    An answer to HEAD keeps the Content-Length the body would have but carries no body (RFC 9110
+    §9.3.2): body bytes after it would be read as the start of the next answer.
+    """
     body = json.dumps(err.body()).encode()
     close = b"" if keep else b"Connection: close\r\n"
     close += b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in err.headers.items())
     phrase = _PHRASES.get(err.status, b"")
-    head = _ERROR_HEAD % (err.status, phrase, len(body), err.code.encode(), close)
-    return head + body, len(body)
+    lines = _ERROR_HEAD % (err.status, phrase, len(body), err.code.encode(), close)
+    return (lines, 0) if head else (lines + body, len(body))
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,7 +574,7 @@ class ProxyProtocol(asyncio.Protocol):
 
     def _refuse(self, err: SidecarError, req: Incoming | None, keep: bool) -> bool:
         """Count, log (and audit, for a parsed request) once; answer unless the client is gone."""
-        answer, sent = error_answer(err, keep)
+        answer, sent = error_answer(err, keep, req is not None and req.method == "HEAD")
         if req is not None:
             proxy.account_refusal(self.rt, req, err, sent)
         else:

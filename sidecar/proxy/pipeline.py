@@ -253,6 +253,8 @@ async def _send_once(
         err = SidecarError("SC4007", f"Upstream {req.url.host} connection failed ({exc.kind})")
         if exc.kind == "interim":
             err = SidecarError("SC4025", f"Upstream {req.url.host} sent a 1xx answer with a body")
+        elif exc.kind == "framing":
+            err = SidecarError("SC4029", f"Upstream {req.url.host} sent an unrelayable coding")
         err.headers[SENT_HEADER] = exc.sent
         raise err from None
 

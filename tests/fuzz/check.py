@@ -56,6 +56,9 @@ RULES: dict[str, str] = {
     "R16": "An empty line (CRLF) where a request line is expected is ignored (RFC 9112 §2.2, "
     "SHOULD; llhttp does); h11 reports 'no request line received', so the reference reads the "
     "bytes without that final CRLF.",
+    "R17": "The sidecar's own refusal of a HEAD request that reached the pipeline has no body "
+    "(RFC 9110 §9.3.2), so the app reads that refusal as an answer to HEAD; a refusal of input "
+    "that never became a request is read as an answer to GET.",
 }
 
 # llhttp's method table (llhttp/src/llhttp/constants.ts, HTTP and RTSP methods it accepts).
@@ -234,15 +237,17 @@ def check_request(case: Case, run: Run) -> list[Disagreement]:
     if ref.error and not run.closed and not refused_valid:
         bad("malformed-left-open", f"h11: {ref.error}")
     refused = refused_valid or ref.error is not None or _ruled_stricter(case, ref.messages)
-    out += _check_app(case, run, whole[:matched], refused)
+    last = fwd[matched].method if len(fwd) > matched else "GET"  # R17
+    out += _check_app(case, run, whole[:matched], refused, last)
     return out
 
 
 def _check_app(
-    case: Case, run: Run, answered: list[reference.Message], refused: bool
+    case: Case, run: Run, answered: list[reference.Message], refused: bool, last: str = "GET"
 ) -> list[Disagreement]:
-    """The app reads one 200 per forwarded request, then at most one sidecar refusal."""
-    methods = [m.method.decode() for m in answered] + ["GET"]
+    """The app reads one 200 per forwarded request, then at most one sidecar refusal (of a
+    request with method ``last``, rule R17)."""
+    methods = [m.method.decode() for m in answered] + [last]
     got = reference.received(methods, run.app, run.closed)
     out: list[Disagreement] = []
 
@@ -271,7 +276,7 @@ def app_request(case: Case) -> bytes:
     body = b"abc" if case.method == "POST" else b""
     length = b"Content-Length: 3\r\n" if body else b""
     return (
-        b"%s /%s/r HTTP/%s\r\nHost: s\r\n%s\r\n"
+        b"%s /%s/r HTTP/%s\r\nHost: localhost\r\n%s\r\n"
         % (case.method.encode(), UPSTREAM.encode(), case.version.encode(), length)
         + body
     )

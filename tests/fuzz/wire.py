@@ -20,9 +20,10 @@ KEY = "SECR_fuzz_wire_key_1"
 
 @dataclass
 class Recorder:
-    """The provider: each connection's bytes, answered with ``reply`` (or a plain 200)."""
+    """The provider: each connection's bytes, answered with ``reply`` (None: a plain 200; an
+    empty reply, a generated case truncated to nothing, is the provider closing unanswered)."""
 
-    reply: bytes = b""
+    reply: bytes | None = None
     received: list[bytearray] = field(default_factory=list)
     server: asyncio.Server | None = None
 
@@ -49,7 +50,10 @@ class Recorder:
                 if reading.error or (reading.messages and reading.messages[0].complete):
                     break
             head = reading.messages[0].method == b"HEAD" if reading.messages else False
-            writer.write(self.reply or (UPSTREAM_HEAD if head else UPSTREAM_OK))
+            if self.reply is None:
+                writer.write(UPSTREAM_HEAD if head else UPSTREAM_OK)
+            else:
+                writer.write(self.reply)
             await writer.drain()
         except (TimeoutError, ConnectionError):
             return

@@ -171,9 +171,55 @@ async def test_plain_interim_answers_are_skipped(
         assert raw == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
 
+async def test_interim_with_connection_close_is_skipped(
+    make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """A 103 saying Connection: close is still only an interim answer (RFC 9110 §15.2): the
+    app gets the final one, not a 502."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        await state.read_head(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nConnection: close\r\n\r\n" + FINAL)
+        await reader.read()
+
+    async with raw_provider(serve) as (_provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        raw = await exchange(sc, GET)
+        assert raw == b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+async def test_refusal_of_head_has_no_body_and_keeps_the_next_answer_in_place(
+    make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """An answer with Transfer-Encoding: gzip is 502 SC4029; to HEAD it carries no body (RFC 9110
+    §9.3.2), so the pipelined GET's answer after it is read as itself."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        if head.startswith(b"HEAD"):
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nzz")
+        else:
+            writer.write(FINAL)
+        await writer.drain()
+        await reader.read()
+
+    async with raw_provider(serve) as (_provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        raw = await exchange(sc, b"HEAD /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + GET)
+        err = SidecarError("SC4029", "Upstream 127.0.0.1 sent an unrelayable coding")
+        err.headers[SENT] = "complete"
+        refusal = error_answer(err, True, head=True)[0]
+        assert refusal.endswith(b"\r\n\r\n") and header(refusal, "Content-Length") != "0"
+        assert (
+            raw == refusal + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+        )
+
+
 # --------------------------------------------------------------------------- was it sent?
 
-POST_HEAD = b"POST /up/pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+POST_HEAD = (
+    b"POST /up/pay HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 10\r\nConnection: close\r\n\r\n"
+)
 
 
 async def test_request_sent_none_when_the_upstream_closes_before_reading(

@@ -611,6 +611,128 @@ async def test_interim_answer_with_a_body_is_refused(interim: bytes) -> None:
         assert origin.connections == 1  # not retried: the upstream had answered
 
 
+def answer_with(data: bytes) -> Handler:
+    """An origin that answers every request with ``data``, then waits for the client to go."""
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        writer.write(data)
+        await writer.drain()
+        await reader.read()
+
+    return serve
+
+
+@pytest.mark.parametrize(
+    "interim",
+    [
+        b"HTTP/1.1 103 Early\r\nConnection: close\r\nLink: </s>\r\n\r\n",
+        b"HTTP/1.1 150 X\r\n\r\n",
+        b"HTTP/1.1 102 P\r\nConnection: close\r\n\r\nHTTP/1.1 103 E\r\nX-Hint: 1\r\n\r\n",
+    ],
+    ids=["103-close", "150-no-body", "two"],
+)
+async def test_valid_interim_answers_never_spoil_the_final_one(interim: bytes) -> None:
+    """A bodiless 1xx, even one saying Connection: close, is skipped (RFC 9110 §15.2); its
+    fields neither frame nor join the final answer, which arrives whole and reusable."""
+    async with raw_origin(answer_with(interim + ok(b"final"))) as origin, pool_for(origin) as pool:
+        resp, body = await get(pool, "/")
+        assert (resp.status, body) == (200, b"final")
+        assert resp.raw_headers == [(b"Content-Length", b"5")]
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 7])
+async def test_interim_answers_split_across_reads(step: int) -> None:
+    """Wherever the reads split the heads (inside CR LF CR LF too), each 1xx ends where it
+    ends and its Connection: close does not reach the final answer, whose trailer is dropped."""
+    answer = (
+        b"HTTP/1.1 103 E\r\nConnection: close\r\n\r\nHTTP/1.1 102 P\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: 1\r\n\r\n"
+    )
+
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, state: Origin
+    ) -> None:
+        await read_head(reader, state)
+        for i in range(0, len(answer), step):
+            writer.write(answer[i : i + step])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await reader.read()
+
+    async with raw_origin(serve) as origin, pool_for(origin) as pool:
+        resp, body = await get(pool, "/")
+        assert (resp.status, body) == (200, b"ok")
+        assert resp.raw_headers == [(b"Transfer-Encoding", b"chunked")]
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        b"gzip",
+        b"identity",
+        b"xchunked",
+        b"chunked, identity",
+        b"chunked, chunked",
+        b"gzip, chunked",
+    ],
+)
+async def test_transfer_codings_other_than_chunked_are_refused(coding: bytes) -> None:
+    """An answer whose body the relay could not re-frame is kind framing (502 SC4029), so no
+    byte of a body of unknown coding reaches the app (RFC 9112 §6.1; h11 refuses them too)."""
+    answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n5\r\nHELLO\r\n0\r\n\r\n"
+    async with raw_origin(answer_with(answer % coding)) as origin, pool_for(origin) as pool:
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await get(pool, "/")
+        assert caught.value.kind == "framing"
+        assert (pool.in_use, pool.idle_count) == (0, 0)
+
+
+async def test_two_transfer_encoding_fields_are_refused() -> None:
+    """Two Transfer-Encoding fields, even each ``chunked``, are refused (h11 refuses them)."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"0\r\n\r\n"
+    )
+    async with raw_origin(answer_with(answer)) as origin, pool_for(origin) as pool:
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await get(pool, "/")
+        assert caught.value.kind == "framing"
+
+
+async def test_trailers_are_dropped_and_value_whitespace_stripped() -> None:
+    """Trailer fields never join the head (RFC 9110 §6.5.1), and a value loses its trailing
+    whitespace (RFC 9112 §5), so the relayed head is what a correct parser reads."""
+    answer = (
+        b"HTTP/1.1 200 OK\r\nX-A: b \t\r\nTransfer-Encoding: Chunked \r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-Trailer: t\r\nSet-Cookie: s=1\r\n\r\n"
+    )
+    async with raw_origin(answer_with(answer)) as origin, pool_for(origin) as pool:
+        resp, body = await get(pool, "/")
+        assert body == b"ok"
+        assert resp.raw_headers == [(b"X-A", b"b"), (b"Transfer-Encoding", b"Chunked")]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 a\x00b\r\nContent-Length: 2\r\n\r\nok",
+        b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.1 103 E\r\n\r\n\rHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    ],
+    ids=["nul-in-reason", "crlf-before-status", "cr-after-interim"],
+)
+async def test_bytes_a_status_line_cannot_hold_are_refused(answer: bytes) -> None:
+    """A control byte in the reason phrase, or CR/LF before a status line, is bad HTTP (RFC 9112
+    §4, §2.2 allows empty lines only before a request); llhttp alone lets them through."""
+    async with raw_origin(answer_with(answer)) as origin, pool_for(origin) as pool:
+        with pytest.raises(UpstreamConnectionError) as caught:
+            await get(pool, "/")
+        assert caught.value.kind == "protocol"
+
+
 # --------------------------------------------------------------------------- was it sent?
 
 
@@ -1132,6 +1254,7 @@ UVLOOP_CASES = [
     test_head_204_304_have_no_body,
     test_body_after_a_head_answer_is_not_taken_for_the_next_response,
     test_interim_responses_are_skipped,
+    test_trailers_are_dropped_and_value_whitespace_stripped,
     test_sent_is_partial_when_the_upstream_left_mid_body,
     test_pool_timeout_bounds_only_the_wait_for_a_connection,
     test_a_connection_granted_to_a_cancelled_waiter_is_passed_on,
