@@ -289,6 +289,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._in_head = True  # between messages or inside a head: bytes fed are head bytes
         self._head_bytes = 0  # bytes fed to llhttp since the head began (see _feed)
         self._completed = False  # a message ended during the current feed
+        self._parts: list[bytes | memoryview] = []  # the reads the current head came in
         self._body_timeout = self.rt.config.listen.body_idle_timeout
         self._farewell: SidecarError | None = None  # answered once the queue ahead is done
         self._receiving: Incoming | None = None  # the request whose body llhttp is reading
@@ -351,6 +352,9 @@ class ProxyProtocol(asyncio.Protocol):
         if known and len(data) > room:
             part = memoryview(data)[:room]
         self._completed = False
+        if not known:  # inside a body: the next head begins in this read or a later one
+            self._parts.clear()
+        self._parts.append(part)
         try:
             self.parser.feed_data(part)
         except httptools.HttpParserUpgrade as upgrade:
@@ -405,6 +409,10 @@ class ProxyProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         req = self._incoming()
+        why = self._unframed(req)
+        if why is not None:  # refused before it is queued: nothing of it goes upstream
+            self._refuse_input(SidecarError("SC4011", why))
+            raise _Stop
         if req.method == "CONNECT":
             return  # the parser raises HttpParserUpgrade next: see _upgraded
         self._receiving = req
@@ -413,11 +421,43 @@ class ProxyProtocol(asyncio.Protocol):
         if len(self._pipeline) >= MAX_PIPELINE + (not self._busy):
             self._transport().pause_reading()
 
+    def _unframed(self, req: Incoming) -> str | None:
+        """Why a head llhttp accepted is still refused (h11 refuses it too; stricter wins)."""
+        if req.version not in ("1.0", "1.1"):
+            return "Request line without a valid HTTP version"  # HTTP/0.9 (RFC 9112 §2.3)
+        if not self._canonical_line(req):
+            return "Malformed request line"  # RFC 9112 §3: exactly one SP between its parts
+        if req.version == "1.1" and "Host" not in req.headers:
+            return "HTTP/1.1 request without Host"  # RFC 9112 §3.2: a server MUST answer 400
+        codings = req.headers.getall("Transfer-Encoding", ())
+        if codings and (len(codings) > 1 or codings[0].lower() != "chunked"):
+            # RFC 9112 §6.1/§6.3: only chunked is framed here; any other coding (identity,
+            # gzip, chunked twice) leaves the length unknown, so the request is refused.
+            return "Transfer-Encoding other than chunked"
+        return None
+
+    def _canonical_line(self, req: Incoming) -> bool:
+        """llhttp skips extra spaces around the target; the line as llhttp read it, with one SP
+        each, must be in the bytes the head came in (no parsing here: a byte comparison)."""
+        line = b"%s %s HTTP/%s\r\n" % (
+            self.parser.get_method(),
+            b"".join(self._url),
+            req.version.encode(),
+        )
+        parts = self._parts
+        if len(parts) == 1:
+            return line in parts[0]
+        return line in b"".join(parts)
+
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
         parser = self.parser
         headers: CIMultiDict[str] = CIMultiDict(
-            [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
+            # Trailing SP/HTAB is not part of a field value (RFC 9112 §5); llhttp keeps it.
+            [
+                (n.decode("latin-1"), v.rstrip(b" \t").decode("utf-8", "surrogateescape"))
+                for n, v in self._headers
+            ]
         )
         body: Body | None = None
         length: int | None = None
@@ -451,6 +491,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._receiving = None
         self._in_head = self._completed = True
         self._head_bytes = 0
+        del self._parts[:-1]  # the next head begins in the read being fed
 
     # -- requests ---------------------------------------------------------------------------
 
