@@ -56,6 +56,15 @@ RULES: dict[str, str] = {
     "R16": "An empty line (CRLF) where a request line is expected is ignored (RFC 9112 §2.2, "
     "SHOULD; llhttp does); h11 reports 'no request line received', so the reference reads the "
     "bytes without that final CRLF.",
+    "R17": "Bytes no continuation can make valid are refused when they arrive: a chunk-size "
+    "line starting with a non-hex byte (RFC 9112 §7.1: chunk-size = 1*HEXDIG) or beyond 2^64-1 "
+    "(§7.1: a recipient MUST prevent integer overflow), or bytes after the last message that "
+    "begin no method llhttp knows (R11, applied before the line ends). h11 waits for more bytes "
+    "(or reads the huge size); llhttp refuses at once. Refused.",
+    "R18": "A Host value that names no host the listener serves (the generator sends "
+    "'localhost'; a mutation can change it): the host guard answers 421 SC1015 (RFC 9110 "
+    "§15.5.20, issue 13's DNS-rebinding defence), and an invalid Host is a 400 (RFC 9112 §3.2); "
+    "h11 accepts any value. Over sockets only (the in-memory recorder does not route). Refused.",
 }
 
 # llhttp's method table (llhttp/src/llhttp/constants.ts, HTTP and RTSP methods it accepts).
@@ -85,6 +94,11 @@ def _odd_target(target: bytes) -> bool:
 
 
 _HUGE_LENGTH = re.compile(rb"content-length:\s*0*\d{20}")
+_HOST_VALUE = re.compile(rb"\nhost:[ \t]*([^\r\n]*)")
+_HUGE_CHUNK = re.compile(rb"\r\n0*[0-9a-fA-F]{17}")  # more than 64 bits of chunk-size
+_NOT_HEX_CHUNK = re.compile(  # a chunked head, then a byte that cannot begin a chunk-size
+    rb"transfer-encoding:[^\r\n]*chunked[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n[^0-9a-fA-F]"
+)
 
 
 def stricter_rules(data: bytes, messages: list[reference.Message] = ()) -> list[str]:  # type: ignore[assignment]
@@ -101,8 +115,14 @@ def stricter_rules(data: bytes, messages: list[reference.Message] = ()) -> list[
         rules.append("R13")
     if _INTERIM_FRAMED.search(lower):
         rules.append("R14")
+    if any(v.rstrip(b" \t") != b"localhost" for v in _HOST_VALUE.findall(lower)):
+        rules.append("R18")
     if _CHUNK_LINE.search(data):
         rules.append("R4")
+    if b"transfer-encoding" in lower and (
+        _HUGE_CHUNK.search(data) or _NOT_HEX_CHUNK.search(lower)
+    ):
+        rules.append("R17")
     if _FOLD.search(data):
         rules.append("R5")
     if _CTL.search(data):
@@ -233,9 +253,29 @@ def check_request(case: Case, run: Run) -> list[Disagreement]:
             bad("extra-requests-forwarded", f"{len(extra)} after the last h11-valid one")
     if ref.error and not run.closed and not refused_valid:
         bad("malformed-left-open", f"h11: {ref.error}")
-    refused = refused_valid or ref.error is not None or _ruled_stricter(case, ref.messages)
+    refused = (
+        refused_valid
+        or ref.error is not None
+        or _ruled_stricter(case, ref.messages)
+        or _impossible_tail(case.data, ref)
+    )
     out += _check_app(case, run, whole[:matched], refused)
     return out
+
+
+def _impossible_tail(data: bytes, ref: reference.Reading) -> bool:
+    """R17: h11 read whole messages, then waits on a short tail that begins no known method."""
+    if ref.error or not ref.messages or not all(m.complete for m in ref.messages):
+        return False
+    for k in range(1, min(16, len(data)) + 1):
+        head = read_requests(data[:-k])
+        if head.error is None and len(head.messages) == len(ref.messages):
+            if all(m.complete for m in head.messages):
+                tail = data[-k:]
+                if tail[:1] in (b"\r", b"\n"):
+                    return False  # an empty line between requests: R16, never refused
+                return not any((m + b" ").startswith(tail[: len(m) + 1]) for m in KNOWN_METHODS)
+    return False
 
 
 def _check_app(
