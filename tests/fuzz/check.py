@@ -269,12 +269,12 @@ def _impossible_tail(data: bytes, ref: reference.Reading) -> bool:
         return False
     for k in range(1, min(16, len(data)) + 1):
         head = read_requests(data[:-k])
-        if head.error is None and len(head.messages) == len(ref.messages):
-            if all(m.complete for m in head.messages):
-                tail = data[-k:]
-                if tail[:1] in (b"\r", b"\n"):
-                    return False  # an empty line between requests: R16, never refused
-                return not any((m + b" ").startswith(tail[: len(m) + 1]) for m in KNOWN_METHODS)
+        whole = all(m.complete for m in head.messages)
+        if head.error is None and len(head.messages) == len(ref.messages) and whole:
+            tail = data[-k:]
+            if tail[:1] in (b"\r", b"\n"):
+                return False  # an empty line between requests: R16, never refused
+            return not any((m + b" ").startswith(tail[: len(m) + 1]) for m in KNOWN_METHODS)
     return False
 
 

@@ -124,10 +124,10 @@ async def _proxied_ok(sc: Sidecar) -> int:
 
 async def _proxied_again(port: int) -> int:
     """One good request on a new client session (``_idle_count`` closed the test client's)."""
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/peer/v1/balance") as r:
-            await r.read()
-            return r.status
+    url = f"http://127.0.0.1:{port}/peer/v1/balance"
+    async with aiohttp.ClientSession() as session, session.get(url) as r:
+        await r.read()
+        return r.status
 
 
 async def _idle_count(sc: Sidecar) -> int:
