@@ -445,9 +445,9 @@ class ProxyProtocol(asyncio.Protocol):
             req.version.encode(),
         )
         parts = self._parts
-        if len(parts) == 1:
+        if len(parts) == 1 and isinstance(parts[0], bytes):
             return line in parts[0]
-        return line in b"".join(parts)
+        return line in b"".join(parts)  # a memoryview (a read cut at MAX_HEAD) is joined too
 
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
