@@ -15,6 +15,10 @@ Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax
 - A request reaches the pipeline only after llhttp accepted every byte of the read its head
   came in: a head refused in the same read as ``on_headers_complete`` (``Transfer-Encoding:
   identity``, a bad first chunk) sends nothing upstream and is answered 400 (RFC 9112 §6.1).
+- A head llhttp accepts but h11 and RFC 9112 refuse is refused the same way, before it is
+  queued: a Transfer-Encoding other than exactly ``chunked`` (§6.1, §6.3), a request line
+  without a version (HTTP/0.9) or with more than one SP between its parts (§3), HTTP/1.1
+  without Host (§3.2). Trailing SP/HTAB of a field value is dropped (§5: not part of it).
 - An error in a body that is already streaming fails the body's iterator; the pool client then
   closes the upstream connection without finishing the message (RFC 9112 §6.3: an incomplete
   message), so the provider never sees a complete request.
@@ -289,7 +293,11 @@ class ProxyProtocol(asyncio.Protocol):
         self._in_head = True  # between messages or inside a head: bytes fed are head bytes
         self._head_bytes = 0  # bytes fed to llhttp since the head began (see _feed)
         self._completed = False  # a message ended during the current feed
-        self._parts: list[bytes | memoryview] = []  # the reads the current head came in
+        # The reads the current head came in, and where in them the next request line is
+        # searched from (see _canonical_line): each read is scanned once, not once per head.
+        self._parts: list[bytes | memoryview] = []
+        self._scanned = 0
+        self._begun = False  # on_message_begin came and on_message_complete not yet
         self._body_timeout = self.rt.config.listen.body_idle_timeout
         self._farewell: SidecarError | None = None  # answered once the queue ahead is done
         self._receiving: Incoming | None = None  # the request whose body llhttp is reading
@@ -352,8 +360,9 @@ class ProxyProtocol(asyncio.Protocol):
         if known and len(data) > room:
             part = memoryview(data)[:room]
         self._completed = False
-        if not known:  # inside a body: the next head begins in this read or a later one
+        if not (known and self._begun):  # no head half read: it begins in this read or later
             self._parts.clear()
+            self._scanned = 0
         self._parts.append(part)
         try:
             self.parser.feed_data(part)
@@ -389,6 +398,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._url.clear()
         self._headers = []
         self._head_size = 0
+        self._begun = True
 
     def on_url(self, url: bytes) -> None:  # called per piece of the URL as it arrives
         self._url.append(url)
@@ -445,9 +455,12 @@ class ProxyProtocol(asyncio.Protocol):
             req.version.encode(),
         )
         parts = self._parts
-        if len(parts) == 1 and isinstance(parts[0], bytes):
-            return line in parts[0]
-        return line in b"".join(parts)  # a memoryview (a read cut at MAX_HEAD) is joined too
+        seen = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+        at = seen.find(line, self._scanned)  # pipelined heads are in order: scan on from there
+        if at < 0:
+            return False
+        self._scanned = at + len(line)
+        return True
 
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
@@ -491,7 +504,11 @@ class ProxyProtocol(asyncio.Protocol):
         self._receiving = None
         self._in_head = self._completed = True
         self._head_bytes = 0
-        del self._parts[:-1]  # the next head begins in the read being fed
+        self._begun = False
+        if len(self._parts) > 1:  # the next head begins in the read being fed
+            earlier = sum(len(p) for p in self._parts[:-1])
+            self._scanned = max(0, self._scanned - earlier)
+            del self._parts[:-1]
 
     # -- requests ---------------------------------------------------------------------------
 
