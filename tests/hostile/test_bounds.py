@@ -250,9 +250,6 @@ async def _consumed(proto: listener.ProxyProtocol) -> None:
         await asyncio.sleep(0.002)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="issue 12: item 3 (head limits apply only after the head is complete)"
-)
 async def test_endless_header_line_cut_at_head_limit(sidecar: Sidecar) -> None:
     """``X: `` then 64 KiB blocks: the sidecar cuts the connection in the block that passes 64 KiB.
 
