@@ -297,6 +297,7 @@ class ProxyProtocol(asyncio.Protocol):
         # searched from (see _canonical_line): each read is scanned once, not once per head.
         self._parts: list[bytes | memoryview] = []
         self._scanned = 0
+        self._floor: int | None = 0  # where the previous message ended in them, if known
         self._begun = False  # on_message_begin came and on_message_complete not yet
         self._body_timeout = self.rt.config.listen.body_idle_timeout
         self._farewell: SidecarError | None = None  # answered once the queue ahead is done
@@ -363,6 +364,7 @@ class ProxyProtocol(asyncio.Protocol):
         if not (known and self._begun):  # no head half read: it begins in this read or later
             self._parts.clear()
             self._scanned = 0
+            self._floor = 0 if known else None  # a body's end in this read is not known
         self._parts.append(part)
         try:
             self.parser.feed_data(part)
@@ -460,7 +462,19 @@ class ProxyProtocol(asyncio.Protocol):
         if at < 0:
             return False
         self._scanned = at + len(line)
-        return True
+        floor, self._floor = self._floor, self._scanned
+        if req.content_length:  # the next message begins after this body, if in these reads
+            end = seen.find(b"\r\n\r\n", at)
+            self._floor = end + 4 + req.content_length if end >= 0 else None
+        if floor is None:
+            return True
+        # llhttp skips any CR and LF before a request line; only empty lines (CRLF) may be
+        # skipped (RFC 9112 §2.2). The message before ends in CRLF or at ``floor``.
+        start = at
+        while start > floor and seen[start - 1] in b"\r\n":
+            start -= 1
+        skipped = seen[start:at]
+        return skipped == b"\r\n" * (len(skipped) // 2)
 
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
@@ -508,6 +522,8 @@ class ProxyProtocol(asyncio.Protocol):
         if len(self._parts) > 1:  # the next head begins in the read being fed
             earlier = sum(len(p) for p in self._parts[:-1])
             self._scanned = max(0, self._scanned - earlier)
+            if self._floor is not None:  # before the reads kept: that message's end is unknown
+                self._floor = self._floor - earlier if self._floor >= earlier else None
             del self._parts[:-1]
 
     # -- requests ---------------------------------------------------------------------------
