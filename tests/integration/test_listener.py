@@ -614,6 +614,7 @@ CHUNKED = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunke
         b"GET  /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"GET /rec/x  HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
         b"GET /rec/x HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        b"\rGET /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     ],
     ids=[
         "te-identity",
@@ -628,6 +629,7 @@ CHUNKED = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunke
         "two-sp-before-target",
         "two-sp-before-version",
         "http11-without-host",
+        "bare-cr-before-line",
     ],
 )
 async def test_head_refused_in_its_own_read_never_reaches_the_upstream(
@@ -664,6 +666,19 @@ async def test_trailing_whitespace_of_header_values_is_not_forwarded(
     (upstream,) = recorder.conns
     assert b"\r\nX-Ows: a \tb\r\n" in upstream.data
     assert b"\r\nX-Tab: c\r\n" in upstream.data
+
+
+async def test_empty_lines_and_body_bytes_before_a_request_line_are_no_refusal(
+    rsc: Sidecar, recorder: RecordingUpstream
+) -> None:
+    """CRLF lines before a request line are skipped (RFC 9112 §2.2), and a body that ends in CR
+    or LF is no empty line: the request after it is forwarded, not refused."""
+    get = b"GET /rec/y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    post = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\n"
+    data = b"\r\n\r\n" + get + b"\r\n" + post + b"ab\r" + get + post + b"a\r\n" + get
+    answers, _ = await exchange(rsc, data, answers=5)
+    assert [a.status for a in answers] == [200] * 5
+    assert sum(c.complete for c in recorder.conns) == 5
 
 
 async def test_bad_chunk_while_streaming_aborts_the_upstream_request(
