@@ -18,7 +18,8 @@ Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax
 - A head llhttp accepts but h11 and RFC 9112 refuse is refused the same way, before it is
   queued: a Transfer-Encoding other than exactly ``chunked`` (§6.1, §6.3), a request line
   without a version (HTTP/0.9) or with more than one SP between its parts (§3), or after a
-  bare CR or LF (§2.2: only empty lines may precede it), HTTP/1.1 without Host (§3.2). Trailing SP/HTAB of a field value is dropped (§5: not part of it).
+  bare CR or LF (§2.2: only empty lines may precede it), HTTP/1.1 without Host (§3.2).
+  Trailing SP/HTAB of a field value is dropped (§5: not part of it).
 - An error in a body that is already streaming fails the body's iterator; the pool client then
   closes the upstream connection without finishing the message (RFC 9112 §6.3: an incomplete
   message), so the provider never sees a complete request.
