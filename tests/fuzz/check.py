@@ -309,11 +309,12 @@ def _check_app(
 
 
 def app_request(case: Case) -> bytes:
-    """The request the app sends in a response case."""
+    """The request the app sends in a response case (a loopback Host: the host guard answers
+    any other name 421 SC1015 over sockets)."""
     body = b"abc" if case.method == "POST" else b""
     length = b"Content-Length: 3\r\n" if body else b""
     return (
-        b"%s /%s/r HTTP/%s\r\nHost: s\r\n%s\r\n"
+        b"%s /%s/r HTTP/%s\r\nHost: localhost\r\n%s\r\n"
         % (case.method.encode(), UPSTREAM.encode(), case.version.encode(), length)
         + body
     )
