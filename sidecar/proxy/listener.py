@@ -15,6 +15,11 @@ Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax
 - A request reaches the pipeline only after llhttp accepted every byte of the read its head
   came in: a head refused in the same read as ``on_headers_complete`` (``Transfer-Encoding:
   identity``, a bad first chunk) sends nothing upstream and is answered 400 (RFC 9112 §6.1).
+- A head llhttp accepts but h11 and RFC 9112 refuse is refused the same way, before it is
+  queued: a Transfer-Encoding other than exactly ``chunked`` (§6.1, §6.3), a request line
+  without a version (HTTP/0.9) or with more than one SP between its parts (§3), or after a
+  bare CR or LF (§2.2: only empty lines may precede it), HTTP/1.1 without Host (§3.2).
+  Trailing SP/HTAB of a field value is dropped (§5: not part of it).
 - An error in a body that is already streaming fails the body's iterator; the pool client then
   closes the upstream connection without finishing the message (RFC 9112 §6.3: an incomplete
   message), so the provider never sees a complete request.
@@ -293,6 +298,12 @@ class ProxyProtocol(asyncio.Protocol):
         self._in_head = True  # between messages or inside a head: bytes fed are head bytes
         self._head_bytes = 0  # bytes fed to llhttp since the head began (see _feed)
         self._completed = False  # a message ended during the current feed
+        # The reads the current head came in, and where in them the next request line is
+        # searched from (see _canonical_line): each read is scanned once, not once per head.
+        self._parts: list[bytes | memoryview] = []
+        self._scanned = 0
+        self._floor: int | None = 0  # where the previous message ended in them, if known
+        self._begun = False  # on_message_begin came and on_message_complete not yet
         self._body_timeout = self.rt.config.listen.body_idle_timeout
         self._farewell: SidecarError | None = None  # answered once the queue ahead is done
         self._receiving: Incoming | None = None  # the request whose body llhttp is reading
@@ -355,6 +366,11 @@ class ProxyProtocol(asyncio.Protocol):
         if known and len(data) > room:
             part = memoryview(data)[:room]
         self._completed = False
+        if not (known and self._begun):  # no head half read: it begins in this read or later
+            self._parts.clear()
+            self._scanned = 0
+            self._floor = 0 if known else None  # a body's end in this read is not known
+        self._parts.append(part)
         try:
             self.parser.feed_data(part)
         except httptools.HttpParserUpgrade as upgrade:
@@ -389,6 +405,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._url.clear()
         self._headers = []
         self._head_size = 0
+        self._begun = True
 
     def on_url(self, url: bytes) -> None:  # called per piece of the URL as it arrives
         self._url.append(url)
@@ -409,6 +426,10 @@ class ProxyProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         req = self._incoming()
+        why = self._unframed(req)
+        if why is not None:  # refused before it is queued: nothing of it goes upstream
+            self._refuse_input(SidecarError("SC4011", why))
+            raise _Stop
         if req.method == "CONNECT":
             return  # the parser raises HttpParserUpgrade next: see _upgraded
         self._receiving = req
@@ -417,11 +438,58 @@ class ProxyProtocol(asyncio.Protocol):
         if len(self._pipeline) >= MAX_PIPELINE + (not self._busy):
             self._transport().pause_reading()
 
+    def _unframed(self, req: Incoming) -> str | None:
+        """Why a head llhttp accepted is still refused (h11 refuses it too; stricter wins)."""
+        if req.version not in ("1.0", "1.1"):
+            return "Request line without a valid HTTP version"  # HTTP/0.9 (RFC 9112 §2.3)
+        if not self._canonical_line(req):
+            return "Malformed request line"  # RFC 9112 §3: exactly one SP between its parts
+        if req.version == "1.1" and "Host" not in req.headers:
+            return "HTTP/1.1 request without Host"  # RFC 9112 §3.2: a server MUST answer 400
+        codings = req.headers.getall("Transfer-Encoding", ())
+        if codings and (len(codings) > 1 or codings[0].lower() != "chunked"):
+            # RFC 9112 §6.1/§6.3: only chunked is framed here; any other coding (identity,
+            # gzip, chunked twice) leaves the length unknown, so the request is refused.
+            return "Transfer-Encoding other than chunked"
+        return None
+
+    def _canonical_line(self, req: Incoming) -> bool:
+        """llhttp skips extra spaces around the target; the line as llhttp read it, with one SP
+        each, must be in the bytes the head came in (no parsing here: a byte comparison)."""
+        line = b"%s %s HTTP/%s\r\n" % (
+            self.parser.get_method(),
+            b"".join(self._url),
+            req.version.encode(),
+        )
+        parts = self._parts
+        seen = parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
+        at = seen.find(line, self._scanned)  # pipelined heads are in order: scan on from there
+        if at < 0:
+            return False
+        self._scanned = at + len(line)
+        floor, self._floor = self._floor, self._scanned
+        if req.content_length:  # the next message begins after this body, if in these reads
+            end = seen.find(b"\r\n\r\n", at)
+            self._floor = end + 4 + req.content_length if end >= 0 else None
+        if floor is None:
+            return True
+        # llhttp skips any CR and LF before a request line; only empty lines (CRLF) may be
+        # skipped (RFC 9112 §2.2). The message before ends in CRLF or at ``floor``.
+        start = at
+        while start > floor and seen[start - 1] in b"\r\n":
+            start -= 1
+        skipped = seen[start:at]
+        return skipped == b"\r\n" * (len(skipped) // 2)
+
     def _incoming(self) -> Incoming:
         """The parsed head as a request; header values decoded so they re-encode byte-exact."""
         parser = self.parser
         headers: CIMultiDict[str] = CIMultiDict(
-            [(n.decode("latin-1"), v.decode("utf-8", "surrogateescape")) for n, v in self._headers]
+            # Trailing SP/HTAB is not part of a field value (RFC 9112 §5); llhttp keeps it.
+            [
+                (n.decode("latin-1"), v.rstrip(b" \t").decode("utf-8", "surrogateescape"))
+                for n, v in self._headers
+            ]
         )
         body: Body | None = None
         length: int | None = None
@@ -455,6 +523,13 @@ class ProxyProtocol(asyncio.Protocol):
         self._receiving = None
         self._in_head = self._completed = True
         self._head_bytes = 0
+        self._begun = False
+        if len(self._parts) > 1:  # the next head begins in the read being fed
+            earlier = sum(len(p) for p in self._parts[:-1])
+            self._scanned = max(0, self._scanned - earlier)
+            if self._floor is not None:  # before the reads kept: that message's end is unknown
+                self._floor = self._floor - earlier if self._floor >= earlier else None
+            del self._parts[:-1]
 
     # -- requests ---------------------------------------------------------------------------
 

@@ -53,10 +53,19 @@ RULES: dict[str, str] = {
     "R15": "A request target that is not origin-form, absolute-form or '*', or has bytes outside "
     "RFC 3986 (e.g. 'peer/x', '{', '|', '<'): RFC 9112 §3.2; llhttp refuses some, h11 accepts "
     "any visible bytes. Refused.",
-    "R16": "An empty line (CRLF) where a request line is expected is ignored (RFC 9112 §2.2, "
-    "SHOULD; llhttp does); h11 reports 'no request line received', so the reference reads the "
-    "bytes without that final CRLF.",
-    "R17": "The sidecar's own refusal of a HEAD request that reached the pipeline has no body "
+    "R16": "An empty line (CRLF, or a bare LF: R7) where a request line is expected is ignored "
+    "(RFC 9112 §2.2, SHOULD; llhttp does); h11 reports 'no request line received', so the "
+    "reference reads the bytes without that final line end.",
+    "R17": "Bytes no continuation can make valid are refused when they arrive: a chunk-size "
+    "line not starting 1*HEXDIG then ';', BWS or CR (RFC 9112 §7.1, §7.1.1) or beyond 2^64-1 "
+    "(§7.1: a recipient MUST prevent integer overflow), or bytes after the last message that "
+    "begin no method llhttp knows (R11, applied before the line ends). h11 waits for more bytes "
+    "(or reads the huge size); llhttp refuses at once. Refused.",
+    "R18": "A Host value that names no host the listener serves (the generator sends "
+    "'localhost'; a mutation can change it): the host guard answers 421 SC1015 (RFC 9110 "
+    "§15.5.20, issue 13's DNS-rebinding defence), and an invalid Host is a 400 (RFC 9112 §3.2); "
+    "h11 accepts any value. Over sockets only (the in-memory recorder does not route). Refused.",
+    "R19": "The sidecar's own refusal of a HEAD request that reached the pipeline has no body "
     "(RFC 9110 §9.3.2), so the app reads that refusal as an answer to HEAD; a refusal of input "
     "that never became a request is read as an answer to GET.",
 }
@@ -88,6 +97,12 @@ def _odd_target(target: bytes) -> bool:
 
 
 _HUGE_LENGTH = re.compile(rb"content-length:\s*0*\d{20}")
+_HOST_VALUE = re.compile(rb"\nhost:[ \t]*([^\r\n]*)")
+_HUGE_CHUNK = re.compile(rb"\r\n0*[0-9a-fA-F]{17}")  # more than 64 bits of chunk-size
+_NOT_HEX_CHUNK = re.compile(  # a chunked head, then a first chunk line that is no chunk-size
+    rb"transfer-encoding:[^\r\n]*chunked[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n"
+    rb"(?:[^0-9a-f]|[0-9a-f]+[^0-9a-f; \t\r])"
+)
 
 
 def stricter_rules(data: bytes, messages: list[reference.Message] = ()) -> list[str]:  # type: ignore[assignment]
@@ -104,8 +119,14 @@ def stricter_rules(data: bytes, messages: list[reference.Message] = ()) -> list[
         rules.append("R13")
     if _INTERIM_FRAMED.search(lower):
         rules.append("R14")
+    if any(v.rstrip(b" \t") != b"localhost" for v in _HOST_VALUE.findall(lower)):
+        rules.append("R18")
     if _CHUNK_LINE.search(data):
         rules.append("R4")
+    if b"transfer-encoding" in lower and (
+        _HUGE_CHUNK.search(data) or _NOT_HEX_CHUNK.search(lower)
+    ):
+        rules.append("R17")
     if _FOLD.search(data):
         rules.append("R5")
     if _CTL.search(data):
@@ -190,8 +211,9 @@ def _sidecar_error(answer: reference.Message) -> bool:
 def read_requests(data: bytes) -> reference.Reading:
     """h11's reading, with rule R16 applied to a trailing empty line."""
     ref = reference.requests(data)
-    if ref.error and "no request line" in ref.error and data.endswith(b"\r\n"):
-        trimmed = reference.requests(data[:-2])
+    end = 2 if data.endswith(b"\r\n") else 1 if data.endswith(b"\n") else 0
+    if ref.error and "no request line" in ref.error and end:
+        trimmed = reference.requests(data[:-end])
         if trimmed.error is None and len(trimmed.messages) == len(ref.messages):
             return trimmed
     return ref
@@ -236,17 +258,37 @@ def check_request(case: Case, run: Run) -> list[Disagreement]:
             bad("extra-requests-forwarded", f"{len(extra)} after the last h11-valid one")
     if ref.error and not run.closed and not refused_valid:
         bad("malformed-left-open", f"h11: {ref.error}")
-    refused = refused_valid or ref.error is not None or _ruled_stricter(case, ref.messages)
-    last = fwd[matched].method if len(fwd) > matched else "GET"  # R17
+    refused = (
+        refused_valid
+        or ref.error is not None
+        or _ruled_stricter(case, ref.messages)
+        or _impossible_tail(case.data, ref)
+    )
+    last = fwd[matched].method if len(fwd) > matched else "GET"  # R19
     out += _check_app(case, run, whole[:matched], refused, last)
     return out
+
+
+def _impossible_tail(data: bytes, ref: reference.Reading) -> bool:
+    """R17: h11 read whole messages, then waits on a short tail that begins no known method."""
+    if ref.error or not ref.messages or not all(m.complete for m in ref.messages):
+        return False
+    for k in range(1, min(16, len(data)) + 1):
+        head = read_requests(data[:-k])
+        whole = all(m.complete for m in head.messages)
+        if head.error is None and len(head.messages) == len(ref.messages) and whole:
+            tail = data[-k:]
+            if tail[:1] in (b"\r", b"\n"):
+                return False  # an empty line between requests: R16, never refused
+            return not any((m + b" ").startswith(tail[: len(m) + 1]) for m in KNOWN_METHODS)
+    return False
 
 
 def _check_app(
     case: Case, run: Run, answered: list[reference.Message], refused: bool, last: str = "GET"
 ) -> list[Disagreement]:
     """The app reads one 200 per forwarded request, then at most one sidecar refusal (of a
-    request with method ``last``, rule R17)."""
+    request with method ``last``, rule R19)."""
     methods = [m.method.decode() for m in answered] + [last]
     got = reference.received(methods, run.app, run.closed)
     out: list[Disagreement] = []
@@ -272,7 +314,8 @@ def _check_app(
 
 
 def app_request(case: Case) -> bytes:
-    """The request the app sends in a response case."""
+    """The request the app sends in a response case (a loopback Host: the host guard answers
+    any other name 421 SC1015 over sockets)."""
     body = b"abc" if case.method == "POST" else b""
     length = b"Content-Length: 3\r\n" if body else b""
     return (

@@ -76,35 +76,21 @@ def test_valid_requests_forwarded_exactly(tally: Tally) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=False, reason="issue 12: correct framing (trailing OWS of a header value is forwarded)"
-)
 def test_header_values_lose_trailing_whitespace(tally: Tally) -> None:
     """A field value is forwarded without the whitespace after it (RFC 9112 §5)."""
     _absent(tally, "header-ows-kept")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 12: item 2 (a head llhttp refuses after on_headers_complete reaches the pipeline)",
-)
 def test_refused_heads_never_reach_the_pipeline(tally: Tally) -> None:
     """A head h11 refuses (e.g. Transfer-Encoding: identity) never starts the pipeline."""
     _absent(tally, "refused-head-reached-pipeline")
 
 
-@pytest.mark.xfail(
-    strict=False, reason="issue 12: item 2 (malformed body leaves the connection open)"
-)
 def test_malformed_requests_are_closed(tally: Tally) -> None:
     """Bytes h11 refuses end the connection (400 or close) without the app having to close."""
     _absent(tally, "malformed-left-open")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 12: item 2 + correct framing (TE 'identity, chunked', HTTP/0.9 line, double SP, no Host forwarded)",
-)
 def test_invalid_requests_never_complete_upstream(tally: Tally) -> None:
     """A request h11 refuses never reaches the upstream complete, nor do requests after it."""
     _absent(tally, "invalid-request-completed", "extra-requests-forwarded", "app-unexpected-answer")

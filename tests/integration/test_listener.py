@@ -606,14 +606,38 @@ CHUNKED = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunke
         CHUNKED + b"FFFFFFFFFFFFFFFFFF\r\n",
         CHUNKED + b"5\nhello\n0\n\n",
         CHUNKED + b"5\r\nhelloXX",
+        CHUNKED.replace(b": chunked", b": identity, chunked") + b"0\r\n\r\n",
+        CHUNKED.replace(b": chunked", b": gzip") + b"0\r\n\r\n",
+        CHUNKED.replace(b": chunked", b": chunked, chunked") + b"0\r\n\r\n",
+        CHUNKED.replace(b"Host", b"Transfer-Encoding: gzip\r\nHost") + b"0\r\n\r\n",
+        b"GET /rec/x\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET  /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /rec/x  HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        b"GET /rec/x HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        b"\rGET /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     ],
-    ids=["te-identity", "chunk-size-overflow", "lf-only-chunk-lines", "garbage-after-chunk"],
+    ids=[
+        "te-identity",
+        "chunk-size-overflow",
+        "lf-only-chunk-lines",
+        "garbage-after-chunk",
+        "te-identity-chunked",
+        "te-gzip",
+        "te-chunked-chunked",
+        "te-two-fields",
+        "no-http-version",
+        "two-sp-before-target",
+        "two-sp-before-version",
+        "http11-without-host",
+        "bare-cr-before-line",
+    ],
 )
 async def test_head_refused_in_its_own_read_never_reaches_the_upstream(
     rsc: Sidecar, recorder: RecordingUpstream, data: bytes
 ) -> None:
-    """Input llhttp rejects in the read that completed the head: 400 SC4011, closed, not a byte
-    upstream, logged once, and no socket or task left behind."""
+    """Input llhttp rejects in the read that completed the head, or a head it accepts that
+    h11 and RFC 9112 refuse (a coding other than chunked, no version, a doubled SP, 1.1 without
+    Host): 400 SC4011, closed, not a byte upstream, logged once, no socket or task left."""
     rounds = 20
     fds, tasks = open_fds(), len(asyncio.all_tasks())
     with capture_logs() as logs:
@@ -629,6 +653,32 @@ async def test_head_refused_in_its_own_read_never_reaches_the_upstream(
     assert await settle(lambda: open_fds() <= fds), (fds, open_fds())
     assert await settle(lambda: len(asyncio.all_tasks()) <= tasks)
     print(f"fds {fds} -> {open_fds()}, tasks {tasks} -> {len(asyncio.all_tasks())}")
+
+
+async def test_trailing_whitespace_of_header_values_is_not_forwarded(
+    rsc: Sidecar, recorder: RecordingUpstream
+) -> None:
+    """SP and HTAB after a field value are not part of it (RFC 9112 §5): the provider gets the
+    value without them, inner whitespace kept."""
+    data = b"GET /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Ows: a \tb \t \r\nX-Tab: c\t\r\n\r\n"
+    answers, _ = await exchange(rsc, data)
+    assert [a.status for a in answers] == [200]
+    (upstream,) = recorder.conns
+    assert b"\r\nX-Ows: a \tb\r\n" in upstream.data
+    assert b"\r\nX-Tab: c\r\n" in upstream.data
+
+
+async def test_empty_lines_and_body_bytes_before_a_request_line_are_no_refusal(
+    rsc: Sidecar, recorder: RecordingUpstream
+) -> None:
+    """CRLF lines before a request line are skipped (RFC 9112 §2.2), and a body that ends in CR
+    or LF is no empty line: the request after it is forwarded, not refused."""
+    get = b"GET /rec/y HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    post = b"POST /rec/x HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\n"
+    data = b"\r\n\r\n" + get + b"\r\n" + post + b"ab\r" + get + post + b"a\r\n" + get
+    answers, _ = await exchange(rsc, data, answers=5)
+    assert [a.status for a in answers] == [200] * 5
+    assert sum(c.complete for c in recorder.conns) == 5
 
 
 async def test_bad_chunk_while_streaming_aborts_the_upstream_request(
