@@ -57,7 +57,7 @@ class Audited(Protocol):
     """What the audit trail reads from a request, and the record it keeps on it.
 
     Declared here so the trail does not depend on the proxy engine; the engine's request type
-    (``sidecar.proxy.listener.Incoming``) satisfies it.
+    (``sidecar.proxy.message.Incoming``) satisfies it.
     """
 
     spend: Spend | None

@@ -28,7 +28,7 @@ from sidecar.logging import get_logger
 
 if TYPE_CHECKING:
     from sidecar.ca import Authority
-    from sidecar.proxy.listener import Incoming
+    from sidecar.proxy.message import Incoming
     from sidecar.runtime import Runtime
     from sidecar.upstreams import Upstream
 

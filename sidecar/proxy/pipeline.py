@@ -34,7 +34,7 @@ from sidecar.upstreams import Upstream
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from sidecar.proxy.listener import Incoming
+    from sidecar.proxy.message import Incoming
 
     # Picks the upstream of a request: ``route`` here, or an intercepted tunnel's router.
     Router = Callable[[Runtime, Incoming], tuple[Upstream, str, str]]
