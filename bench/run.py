@@ -142,18 +142,21 @@ def start_against(
 def start_intercepting(
     s: Settings, config: dict[str, Any], ports: Ports, started: list[procs.Proc]
 ) -> procs.Proc:
-    """This checkout's sidecar with interception on, on its own ports, sharing the credentials."""
+    """This checkout's sidecar with interception on, on its own ports, sharing the credentials.
+
+    It runs the proxy role (what a pod runs): readiness is read from its local listener.
+    """
     data = {
         **config,
         "listen": {
             "proxy": f"127.0.0.1:{ports.intercept_proxy}",
-            "admin": f"127.0.0.1:{ports.intercept_admin}",
+            "local": f"127.0.0.1:{ports.intercept_admin}",
         },
         "intercept": {"enabled": True, "ca_cert_path": str(ca_file(s))},
     }
     path = s.logs / "sidecar-intercept.yaml"
     path.write_text(yaml.safe_dump(data))
-    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--config", str(path)]
+    cmd = [str(s.sidecar_bin / "sidecar"), "run", "--role", "proxy", "--config", str(path)]
     proc = procs.spawn("sidecar-intercept", cmd, s.logs / "sidecar-intercept.log")
     started.append(proc)
     procs.wait_ok(ports.url(ports.intercept_admin) + "/readyz", proc)
