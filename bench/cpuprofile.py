@@ -31,9 +31,9 @@ def main() -> int:
 
 # The request path: the per-request task, plus the two parsers' callbacks outside it.
 REQUEST_PATH = (
-    ("proxyserver.py", "_serve"),
-    ("proxyserver.py", "data_received"),
-    ("http1.py", "data_received"),
+    ("listener.py", "_serve"),
+    ("listener.py", "data_received"),
+    ("client.py", "data_received"),
 )
 
 
@@ -52,7 +52,7 @@ def summarise(path: Path, top: int = 30) -> str:
         reverse=True,
     )
     lines = [
-        f"the request path (proxyserver._serve and both parsers' callbacks) is "
+        f"the request path (listener._serve and both parsers' callbacks) is "
         f"{total / everything:.0%} of the sidecar's profiled CPU (the rest: the event loop, "
         "start-up, Vault sync, admin calls)",
         "inclusive CPU as a share of the request path (cProfile, thread CPU clock; coroutine",
