@@ -152,14 +152,7 @@ def answer(method: str, data: bytes) -> Reading:
             if isinstance(event, h11.InformationalResponse):
                 out.interim += 1
             elif isinstance(event, h11.Response):
-                current = Message(
-                    method.encode(),
-                    b"/",
-                    event.http_version,
-                    end_to_end(list(event.headers.raw_items())),
-                    status=event.status_code,
-                    reason=bytes(event.reason),
-                )
+                current = _answer(method, event)
                 out.messages.append(current)
             elif isinstance(event, h11.Data):
                 assert current is not None
@@ -200,14 +193,7 @@ def received(methods: list[str], data: bytes, closed: bool) -> Received:
             while True:
                 event = conn.next_event()
                 if isinstance(event, h11.Response):
-                    current = Message(
-                        method.encode(),
-                        b"/",
-                        event.http_version,
-                        end_to_end(list(event.headers.raw_items())),
-                        status=event.status_code,
-                        reason=bytes(event.reason),
-                    )
+                    current = _answer(method, event)
                     names = {n for n, _ in event.headers}
                     current.close_delimited = not names & {b"content-length", b"transfer-encoding"}
                     out.answers.append(current)
@@ -234,3 +220,15 @@ def received(methods: list[str], data: bytes, closed: bool) -> Received:
     rest, _ = conn.trailing_data
     out.leftover = bool(rest)
     return out
+
+
+def _answer(method: str, event: h11.Response) -> Message:
+    """A final answer as h11 read it, with its end-to-end headers (the request is ``method``)."""
+    return Message(
+        method.encode(),
+        b"/",
+        event.http_version,
+        end_to_end(list(event.headers.raw_items())),
+        status=event.status_code,
+        reason=bytes(event.reason),
+    )
