@@ -189,7 +189,6 @@ class Incoming:
     """One parsed request, as the pipeline takes it (and audit and proxy keys read it)."""
 
     __slots__ = (
-        "body_exists",
         "content",
         "content_length",
         "headers",
@@ -217,5 +216,4 @@ class Incoming:
         self.keep_alive = keep_alive
         self.content = content
         self.content_length = content_length
-        self.body_exists = content is not None
         self.spend: audit.Spend | None = None  # the audit record, once begun

@@ -187,7 +187,8 @@ async def forward(
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
     if scheme.requires_request_body or scheme.replays_request or grant.signed:
-        body = await read_body(request, upstream.cfg.max_body) if request.body_exists else None
+        has_body = request.content is not None
+        body = await read_body(request, upstream.cfg.max_body) if has_body else None
     elif request.content is not None:
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)

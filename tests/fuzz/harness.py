@@ -184,10 +184,10 @@ class Engine:
         fwd = Forwarded(req.method, req.raw_path, headers)
         self.run.forwarded.append(fwd)
         try:
-            fwd.head_bytes = _upstream_head(fwd, req.content_length, req.body_exists)
+            fwd.head_bytes = _upstream_head(fwd, req.content_length, req.content is not None)
         except ValueError:
             raise SidecarError("SC4010", "refused by the client's head check") from None
-        if req.body_exists:
+        if req.content is not None:
             async for chunk in req.content.iter_chunked(65536):
                 fwd.body += chunk
         fwd.complete = True
