@@ -20,11 +20,14 @@ from yarl import URL
 
 from sidecar.errors import ConfigError
 from sidecar.hostguard import host_name
-from sidecar.schemes.base import SchemeOptions
-from sidecar.schemes.registry import scheme_class
+from sidecar.schemes.base import SchemeOptions, UpstreamContext
+from sidecar.schemes.registry import build_scheme, scheme_class
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# The default shape of a placeholder literal: {{NAME}}, with optional inner spaces so that a
+# near miss such as "{{ NAME }}" is refused rather than sent.
+PLACEHOLDER_PATTERN = r"\{\{\s*[A-Za-z0-9_.:-]{1,64}\s*\}\}"
 
 
 class _Model(BaseModel):
@@ -144,6 +147,7 @@ class AdminConfig(_Model):
         default_factory=list,
         description="Host names the admin listener answers besides loopback (its Service name)",
     )
+
     @field_validator("hosts")
     @classmethod
     def _hosts(cls, v: list[str]) -> list[str]:
@@ -204,6 +208,28 @@ class UpstreamConfig(BaseModel):
         pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$",
         description="header carrying 'Bearer <key>' (other headers may carry the bare key)",
     )
+    placeholders: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="literal the SDK sends -> credential field substituted for it in JSON/form "
+        "bodies and the query (docs/placeholders.md); anything else placeholder-shaped is refused",
+    )
+    placeholder_pattern: str = Field(
+        PLACEHOLDER_PATTERN,
+        description="regex every placeholder literal must match whole; any other match in a body "
+        "or query (also percent-, JSON- or HTML-escaped) is refused with 400",
+    )
+
+    @field_validator("placeholder_pattern")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        try:
+            compiled = re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression ({exc})") from None
+        if compiled.search("") is not None or compiled.search("plain-value_1") is not None:
+            raise ValueError("must not match an empty or plain value")
+        return v
 
     @field_validator("url")
     @classmethod
@@ -343,6 +369,7 @@ def _check(config: Config, lines: dict[tuple[Any, ...], int]) -> tuple[Any, list
                 _describe(base, "upstream names must match [a-z0-9][a-z0-9._-]*", lines)
             )
         schemes[name] = _check_schemes(up, base, lines, problems)
+        _check_placeholders(up, schemes[name], base, lines, problems)
     return schemes, problems
 
 
@@ -370,6 +397,41 @@ def _check_schemes(
         except ValidationError as exc:
             problems += [_describe((*where, *e["loc"]), e["msg"], lines) for e in exc.errors()]
     return result
+
+
+def _check_placeholders(
+    up: UpstreamConfig,
+    specs: list[tuple[str, SchemeOptions]],
+    base: tuple[Any, ...],
+    lines: dict[tuple[Any, ...], int],
+    problems: list[str],
+) -> None:
+    """Every literal has the placeholder shape; every field is one the scheme stores.
+
+    The scheme is built (no network) only to learn its fields; if it cannot be built here the
+    proxy checks the field per request instead (SC4052).
+    """
+    pattern = re.compile(up.placeholder_pattern)
+    fields = _scheme_fields(base[-1], up, specs)
+    for literal, field in up.placeholders.items():
+        where = (*base, "placeholders", literal)
+        if not pattern.fullmatch(literal):
+            problems.append(_describe(where, "literal must match placeholder_pattern", lines))
+        elif fields is not None and field not in fields:
+            known = ", ".join(sorted(fields))
+            problems.append(_describe(where, f"{field!r} is not a field of ({known})", lines))
+
+
+def _scheme_fields(
+    name: str, up: UpstreamConfig, specs: list[tuple[str, SchemeOptions]]
+) -> frozenset[str] | None:
+    if not up.placeholders or not specs or len(specs) != len(up.scheme_specs()):
+        return None  # no placeholders, or a scheme already reported as invalid
+    try:
+        scheme = build_scheme(specs, UpstreamContext(name=name, url=URL(up.url)))
+    except (TypeError, ValueError, KeyError):
+        return None
+    return frozenset((*scheme.public_fields, *scheme.secret_fields))
 
 
 def _describe(loc: tuple[Any, ...], msg: str, lines: dict[tuple[Any, ...], int]) -> str:

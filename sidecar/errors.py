@@ -85,6 +85,12 @@ CODES: dict[str, Code] = {
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
+        # SC4050-SC4054: placeholders in bodies and queries (sidecar/proxy/placeholders.py)
+        Code("SC4050", 400, "Request carries a placeholder-shaped value that is not a placeholder"),
+        Code("SC4051", 400, "Placeholder in a body whose content type cannot be rewritten"),
+        Code("SC4052", 400, "Placeholder names a field the stored credential lacks"),
+        Code("SC4053", 400, "Compressed or non-UTF-8 body on an upstream with placeholders"),
+        Code("SC4054", 400, "Placeholder-shaped name (JSON key or form/query name)"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

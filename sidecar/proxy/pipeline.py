@@ -24,6 +24,7 @@ from sidecar import audit, hostguard
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
+from sidecar.proxy import placeholders
 from sidecar.proxykeys.guard import admit
 from sidecar.proxykeys.permissions import decoded_path
 from sidecar.runtime import Runtime
@@ -186,12 +187,14 @@ async def forward(
     scheme = upstream.scheme
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
-    if scheme.requires_request_body or scheme.replays_request or grant.signed:
+    whole = grant.signed or placeholders.on(upstream.cfg)  # read whole: placeholders too
+    if scheme.requires_request_body or scheme.replays_request or whole:
         has_body = request.content is not None
         body = await read_body(request, upstream.cfg.max_body) if has_body else None
     elif request.content is not None:
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)
+    url, body = placeholders.apply(upstream.cfg, cred, url, headers, body)  # before signing
     outbound = OutboundRequest(request.method, url, headers, body)
     if upstream.pool is None:
         raise SidecarError("SC1000", "sidecar is not started")
