@@ -52,6 +52,7 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _IDENTITY = frozenset({"", "identity"})
 _FORM = "application/x-www-form-urlencoded"
+_DECODABLE = re.compile(r"[%+\\&]")  # what a decoding below could change in ASCII text
 _ROUNDS = 3  # decodings chained when looking for the shape (%25257B needs three)
 
 
@@ -102,6 +103,8 @@ class Rules:
 
     def shaped(self, text: str) -> bool:
         """The text, or any chain of up to three decodings of it, holds the placeholder shape."""
+        if text.isascii() and not _DECODABLE.search(text):  # the usual string: one search
+            return self.shape.search(text) is not None
         return any(self.shape.search(view) for view in views(text))
 
 
@@ -153,8 +156,9 @@ def substitute_body(rules: Rules, headers: CIMultiDict[str], body: bytes) -> byt
         raise SidecarError("SC4053", "A compressed body cannot be checked for placeholders")
     kind, charset = media_type(headers.getall("Content-Type", ()))
     text = _utf8(body) if charset is None or charset in _UTF8 else None
-    if text is None:
-        if rules.shaped(body.decode("latin-1")):
+    if text is None:  # Latin-1 reads any bytes; without NULs, UTF-16/32 ASCII shows too
+        latin = body.decode("latin-1")
+        if rules.shaped(latin) or rules.shaped(latin.replace("\x00", "")):
             raise SidecarError("SC4053", "A body not in UTF-8 holds a placeholder-shaped value")
         return body
     if not rules.shaped(text):
