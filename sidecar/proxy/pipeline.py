@@ -187,14 +187,14 @@ async def forward(
     scheme = upstream.scheme
     body: bytes | None = None
     stream: AsyncIterator[bytes] | None = None
-    whole = grant.signed or placeholders.on(upstream.cfg)  # read whole: placeholders too
+    whole = grant.signed or placeholders.on(upstream.cfg)  # a body checked or rewritten
     if scheme.requires_request_body or scheme.replays_request or whole:
         has_body = request.content is not None
         body = await read_body(request, upstream.cfg.max_body) if has_body else None
     elif request.content is not None:
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)
-    url, body = placeholders.apply(upstream.cfg, cred, url, headers, body)  # before signing
+    url, body = await placeholders.rewrite(upstream.cfg, cred, url, headers, body)  # then sign
     outbound = OutboundRequest(request.method, url, headers, body)
     if upstream.pool is None:
         raise SidecarError("SC1000", "sidecar is not started")

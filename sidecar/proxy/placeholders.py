@@ -24,6 +24,7 @@ Error messages name the configured literal at most, never the value and never th
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from email.message import Message
 from functools import lru_cache
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, unquote_plus
+from urllib.parse import quote
 
 from multidict import CIMultiDict
 from yarl import URL
@@ -46,32 +47,49 @@ if TYPE_CHECKING:
 
 # A JSON string token; exact on text json.loads accepted (the unrolled form is linear).
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_KEY_AFTER = re.compile(r"[ \t\n\r]*:")
 _JSON_ESCAPE = re.compile(r'\\u([0-9a-fA-F]{4})|\\(["\\/bfnrt])')
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_PERCENT_RUN = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_ENTITY = re.compile(r"&(?:#|[A-Za-z][A-Za-z0-9]*;)")
 _UTF8 = frozenset({"utf-8", "utf8", "us-ascii", "ascii"})
 _IDENTITY = frozenset({"", "identity"})
 _FORM = "application/x-www-form-urlencoded"
 _DECODABLE = re.compile(r"[%+\\&]")  # what a decoding below could change in ASCII text
-_ROUNDS = 3  # decodings chained when looking for the shape (%25257B needs three)
+_INLINE = 64 * 1024  # bodies up to this size are rewritten on the event loop
+_ROUNDS = 3  # decoding rounds when looking for the shape (%25257B needs three)
+_SEPARATOR = "\x00"  # joins values checked together; \s and the default shape match no NUL
+
+
+def _unquote(text: str) -> str:
+    """Percent-decoding, one regex pass (runs decoded as UTF-8, bad bytes replaced)."""
+    if "%" not in text:
+        return text
+    return _PERCENT_RUN.sub(
+        lambda m: bytes.fromhex(m[0].replace("%", "")).decode("utf-8", "replace"), text
+    )
+
+
+def _unquote_plus(text: str) -> str:
+    return _unquote(text.replace("+", " "))
 
 
 def _unescape_json(text: str) -> str:
+    if "\\" not in text:
+        return text
     return _JSON_ESCAPE.sub(lambda m: chr(int(m[1], 16)) if m[1] else _ESCAPES[m[2]], text)
 
 
+def _unescape_html(text: str) -> str:
+    return html.unescape(text) if _ENTITY.search(text) else text
+
+
 def _nfkc(text: str) -> str:
-    return unicodedata.normalize("NFKC", text)
+    return text if text.isascii() else unicodedata.normalize("NFKC", text)
 
 
-# (worth trying on this text?, decoding): each is tried only where it could change something.
-_DECODINGS: tuple[tuple[Callable[[str], bool], Callable[[str], str]], ...] = (
-    (lambda t: "%" in t, unquote),
-    (lambda t: "%" in t or "+" in t, unquote_plus),
-    (lambda t: "\\" in t, _unescape_json),
-    (lambda t: "&" in t, html.unescape),
-    (lambda t: not t.isascii(), _nfkc),
-)
+def _round(text: str, percent: Callable[[str], str]) -> str:
+    """One round of every decoding, in an order where each can expose the next one's input."""
+    return _nfkc(_unescape_html(_unescape_json(percent(text))))
 
 
 @lru_cache(maxsize=256)
@@ -109,20 +127,38 @@ class Rules:
 
 
 def views(text: str) -> Iterator[str]:
-    """``text`` and every distinct text that up to ``_ROUNDS`` chained decodings make of it."""
-    seen = {text}
-    frontier = [text]
+    """``text``, then up to ``_ROUNDS`` rounds of decoding it (again with ``+`` as a space).
+
+    Chains, not every combination: each round applies every decoding, so the work stays a small
+    multiple of the text's length whatever an attacker nests.
+    """
     yield text
-    for _ in range(_ROUNDS):
-        found: list[str] = []
-        for item in frontier:
-            for worth, decode in _DECODINGS:
-                view = decode(item) if worth(item) else item
-                if view not in seen:
-                    seen.add(view)
-                    found.append(view)
-                    yield view
-        frontier = found
+    chains = (_unquote, _unquote_plus) if "+" in text else (_unquote,)
+    for percent in chains:
+        view = text
+        for _ in range(_ROUNDS):
+            decoded = _round(view, percent)
+            if decoded == view:
+                break
+            view = decoded
+            yield view
+
+
+async def rewrite(
+    cfg: UpstreamConfig,
+    cred: Credential,
+    url: URL,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+) -> tuple[URL, bytes | None]:
+    """:func:`apply`, in a worker thread for a body over 64 KiB.
+
+    The checks are linear, but a crafted 1 MiB body of tiny escaped values costs a good part of
+    a second of CPU; off the event loop, the app's other requests keep moving meanwhile.
+    """
+    if not cfg.placeholders or body is None or len(body) <= _INLINE:
+        return apply(cfg, cred, url, headers, body)
+    return await asyncio.to_thread(apply, cfg, cred, url, headers, body)
 
 
 def apply(
@@ -197,52 +233,89 @@ def media_type(values: tuple[str, ...] | list[str]) -> tuple[str, str | None]:
     return ("form" if essence == _FORM else "other"), charset
 
 
+class _Object(list[tuple[str, object]]):
+    """A JSON object as its (key, value) pairs in document order, duplicates kept."""
+
+
+def _strings(doc: object) -> list[tuple[str, bool]]:
+    """Every string of a parsed document in text order, and whether it is an object key.
+
+    Iterative (no recursion limit); a 1-tuple on the stack marks a key.
+    """
+    found: list[tuple[str, bool]] = []
+    stack: list[object] = [doc]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append((item, False))
+        elif isinstance(item, tuple):
+            found.append((item[0], True))
+        elif isinstance(item, _Object):
+            for key, value in reversed(item):
+                stack += (value, (key,))
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
+    return found
+
+
 def substitute_json(rules: Rules, text: str) -> str:
     """Replace whole string values equal to a literal; refuse any other shaped string or key."""
     try:
-        json.loads(text)
+        strings = _strings(json.loads(text, object_pairs_hook=_Object))
     except (ValueError, RecursionError):
         raise SidecarError(
             "SC4051", "The body is not valid JSON and holds a placeholder-shaped value"
         ) from None
+    tokens = list(_STRING.finditer(text))
+    if len(tokens) != len(strings):  # cannot happen for valid JSON; refuse rather than guess
+        raise SidecarError("SC4051", "The JSON body could not be rewritten safely")
+    _check(rules, strings, "the JSON body", "A JSON object key is placeholder-shaped")
     out: list[str] = []
     last = 0
-    for match in _STRING.finditer(text):
-        token = match.group()
-        decoded = json.loads(token) if "\\" in token else token[1:-1]
-        if not rules.shaped(decoded):
-            continue
-        if _KEY_AFTER.match(text, match.end()):
-            raise SidecarError("SC4054", "A JSON object key is placeholder-shaped (never replaced)")
-        if decoded not in rules.literals:
-            raise SidecarError("SC4050", _not_whole("the JSON body"))
-        out += (text[last : match.start()], json.dumps(rules.value(decoded)))
+    for i in [i for i, (decoded, _) in enumerate(strings) if decoded in rules.literals]:
+        match = tokens[i]
+        out += (text[last : match.start()], json.dumps(rules.value(strings[i][0])))
         last = match.end()
     out.append(text[last:])
     return "".join(out)
 
 
+def _check(rules: Rules, items: list[tuple[str, bool]], where: str, name_error: str) -> None:
+    """Refuse a literal in name position, and any other shaped value (SC4054, SC4050).
+
+    The values that are not literals are checked as one joined text; only if that holds the
+    shape (a refusal, or a match across two values) is each looked at alone.
+    """
+    if any(is_name and text in rules.literals for text, is_name in items):
+        raise SidecarError("SC4054", f"{name_error} (never replaced)")
+    rest = [(text, is_name) for text, is_name in items if text not in rules.literals]
+    if not rules.shaped(_SEPARATOR.join(text for text, _ in rest)):
+        return
+    for text, is_name in rest:
+        if is_name and rules.shaped(text):
+            raise SidecarError("SC4054", f"{name_error} (never replaced)")
+        if rules.shaped(text):
+            raise SidecarError("SC4050", _not_whole(where))
+
+
 def substitute_pairs(rules: Rules, text: str, where: str) -> str:
     """Replace whole ``&``-separated values equal to a literal; refuse other shaped names/values."""
-    parts = text.split("&")
-    for i, part in enumerate(parts):
-        name, _, value = part.partition("=")
-        if rules.shaped(_form_decode(name)):
-            raise SidecarError("SC4054", f"A name in the {where} is placeholder-shaped")
-        decoded = _form_decode(value)
-        if decoded in rules.literals:
-            parts[i] = f"{name}={_quoted(rules, decoded)}"
-        elif rules.shaped(decoded):
-            raise SidecarError("SC4050", _not_whole(f"the {where}"))
-    return "&".join(parts)
+    parts = [part.partition("=") for part in text.split("&")]
+    names = [(_form_decode(name), True) for name, _, _ in parts]
+    values = [(_form_decode(value), False) for _, _, value in parts]
+    _check(rules, names + values, f"the {where}", f"A name in the {where} is placeholder-shaped")
+    out = [
+        f"{name}={_quoted(rules, decoded)}" if decoded in rules.literals else name + sep + value
+        for (name, sep, value), (decoded, _) in zip(parts, values, strict=True)
+    ]
+    return "&".join(out)
 
 
 def _form_decode(raw: str) -> str:
-    """A name or value as a form parser reads it (``+`` is a space); Latin-1 if not UTF-8."""
-    try:
-        return unquote_plus(raw, errors="strict")
-    except UnicodeDecodeError:
-        return unquote_plus(raw, encoding="latin-1")
+    """A name or value as a form parser reads it: ``+`` is a space, then percent-decoding."""
+    if "%" not in raw and "+" not in raw:
+        return raw
+    return _unquote_plus(raw)
 
 
 def _quoted(rules: Rules, literal: str) -> str:

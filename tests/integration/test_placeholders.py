@@ -204,3 +204,19 @@ async def test_hmac_signs_the_substituted_body(
     r = await sc.proxy.post("/h/v1/pay", json={"echo": "{{HMAC}}"})
     assert r.status == 200, await r.text()
     assert json.loads(app[HMAC_STATE].seen[-1].body) == {"echo": "hmac-secret-7a7a"}
+
+
+async def test_body_of_max_size_is_rewritten_off_the_loop(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """A body of exactly max_body (512 KiB, over the 64 KiB inline limit) arrives substituted."""
+    size = 512 * 1024  # the peer (aiohttp) takes at most 1 MiB, and the body grows
+    sc, state = await sidecar_and_peer(aiohttp_server, make_config, make_sidecar, max_body=size)
+    items = [{"k": "{{API_KEY}}", "n": i} for i in range(2000)]
+    sent = json.dumps({"items": items}).encode().ljust(size, b" ")
+    r = await sc.proxy.post("/pay/v1/bulk", data=sent, headers={"Content-Type": "application/json"})
+    assert r.status == 200, await r.text()
+    seen = state.seen[-1]
+    assert all(item["k"] == KEY for item in json.loads(seen.body)["items"])
+    assert seen.headers["Content-Length"] == str(len(seen.body))
+    assert len(seen.body) == size + 2000 * (len(json.dumps(KEY)) - len('"{{API_KEY}}"'))

@@ -14,7 +14,7 @@ from yarl import URL
 from sidecar import config
 from sidecar.config import PLACEHOLDER_PATTERN
 from sidecar.errors import ConfigError, SidecarError
-from sidecar.proxy.placeholders import Rules, apply, substitute_body, views
+from sidecar.proxy.placeholders import Rules, apply, rewrite, substitute_body, views
 from tests.unit.conftest import credential
 
 NASTY = 'p"a\\s&s=%2B+ w\x01\n\u00e9\u4e2d\U0001f600'  # every escaping hazard at once
@@ -246,7 +246,17 @@ def test_missing_field_is_sc4052_naming_the_literal_only() -> None:
 def test_views_find_chained_encodings_and_stop() -> None:
     """Three chained decodings are seen; the number of views stays small for big texts."""
     assert any("{{A}}" in v for v in views("%255Cu007b%255Cu007bA}}"))
-    assert len(list(views("%41" * 10_000 + "&amp;" + "\\n"))) < 40
+    nested = "%252525%5Cu0026%23x41;+\\u0025&amp;\uff5b" * 1000
+    assert len(list(views(nested))) <= 7  # the text, then two chains of three rounds
+
+
+async def test_rewrite_moves_a_large_body_off_the_loop_with_the_same_result() -> None:
+    """Over 64 KiB the rewrite runs in a worker thread and gives what apply gives."""
+    url = URL("https://p.test/v1")
+    raw = json.dumps({"k": "{{OTHER}}", "pad": "x" * 100_000}).encode()
+    expected = apply(upstream_cfg(), CRED, url, CIMultiDict(JSON), raw)
+    assert await rewrite(upstream_cfg(), CRED, url, CIMultiDict(JSON), raw) == expected
+    assert json.loads(expected[1] or b"")["k"] == "s3cr3t-other"
 
 
 def test_max_size_body_is_rewritten(capsys: pytest.CaptureFixture[str]) -> None:
