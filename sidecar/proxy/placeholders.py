@@ -261,7 +261,8 @@ def _strings(doc: object) -> list[tuple[str, bool]]:
 def substitute_json(rules: Rules, text: str) -> str:
     """Replace whole string values equal to a literal; refuse any other shaped string or key."""
     try:
-        strings = _strings(json.loads(text, object_pairs_hook=_Object))
+        doc = json.loads(text, object_pairs_hook=_Object, parse_int=len, parse_float=len)
+        strings = _strings(doc)  # numbers are not needed: len() spares the int digit limit
     except (ValueError, RecursionError):
         raise SidecarError(
             "SC4051", "The body is not valid JSON and holds a placeholder-shaped value"

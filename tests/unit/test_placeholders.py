@@ -58,6 +58,12 @@ def test_json_value_becomes_the_secret_exactly_and_other_bytes_stay() -> None:
     assert list(json.loads(out)) == ["z", "key", "a", "n"]
 
 
+def test_json_numbers_are_never_parsed_as_numbers() -> None:
+    """A 5,000-digit integer (past Python's int digit limit) is kept byte for byte, not refused."""
+    raw = b'{"big": ' + b"9" * 5000 + b', "k": "{{LOGIN}}"}'
+    assert body(raw, **JSON) == b'{"big": ' + b"9" * 5000 + b', "k": "site-1"}'
+
+
 def test_json_escaped_literal_is_the_same_value_and_is_replaced() -> None:
     """``\\u007b\\u007bSECRET\\u007d\\u007d`` is the literal once decoded, as the provider reads it."""
     out = body(b'{"k": "\\u007b\\u007bSECRET\\u007d\\u007d", "x": "a\\"b"}', **JSON)
