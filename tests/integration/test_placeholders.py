@@ -67,10 +67,12 @@ async def test_json_body_reaches_the_provider_substituted_with_its_length(
     """Path mode: the provider gets valid JSON holding the exact values, and a matching length."""
     sc, state = pair
     sent = b'{"amount": 10.50, "key": "{{API_KEY}}", "meta": {"pub": "{{PUBLIC}}"}}'
-    r = await sc.proxy.post(
-        "/pay/v1/charge", data=sent, headers={"Content-Type": "application/json"}
-    )
-    assert r.status == 200, await r.text()
+    with capture_logs() as logs:
+        r = await sc.proxy.post(
+            "/pay/v1/charge", data=sent, headers={"Content-Type": "application/json"}
+        )
+        assert r.status == 200, await r.text()
+    assert logs and KEY not in repr(logs) and json.dumps(KEY) not in repr(logs)
     seen = state.seen[-1]
     assert json.loads(seen.body) == {"amount": 10.5, "key": KEY, "meta": {"pub": PUBLIC}}
     assert seen.body.startswith(b'{"amount": 10.50, "key": "')
