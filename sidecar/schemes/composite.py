@@ -25,6 +25,8 @@ from sidecar.schemes.base import (
     Scheme,
     SchemeBase,
     UpstreamContext,
+    strongest,
+    verification_of,
 )
 from sidecar.schemes.probe import Probe, probe_with
 
@@ -41,6 +43,7 @@ class Composite(SchemeBase):
         self.upstream = upstream
         self.requires_request_body = any(p.requires_request_body for p in parts)
         self.replays_request = any(p.replays_request for p in parts)
+        self.verification = strongest([verification_of(p) for p in parts])
         self.secret_fields = _union([p.secret_fields for p in parts])
         self.public_fields = tuple(
             f for f in _union([p.public_fields for p in parts]) if f not in self.secret_fields
