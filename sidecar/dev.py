@@ -125,8 +125,8 @@ async def _store_demo_credentials(
         async with http.put(f"{admin}/v1/credentials/{name}", json=body, headers=auth) as resp:
             answer = await resp.json()
         shown = answer.get("version", answer.get("code"))
-        checked = answer.get("verification", "-")
-        print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} (version/code {shown}, {checked})")
+        checked = answer.get("verification", "-")  # probe, token or presence-only
+        print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} ({shown}, {checked})")
     print("  pix-partner-pix: not stored; the README's admin walk-through creates it")
 
 
