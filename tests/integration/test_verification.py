@@ -113,3 +113,15 @@ async def test_pismo_create_answers_the_check(sidecar: Sidecar, peer: CountingPe
         {"message": "Credential saved", "verification": "token"},
     )
     assert peer.requests == 0
+
+
+async def test_a_caller_cannot_claim_a_verification(sidecar: Sidecar, peer: CountingPeer) -> None:
+    """``verification`` is the sidecar's word only: a body that sends one is refused unsaved."""
+    body = {"upstream": "unprobed", "fields": {"api_key": "x"}, "verification": "probe"}
+    r = await sidecar.admin.put("/v1/credentials/unprobed", json=body)
+    assert (r.status, (await r.json())["code"]) == (422, "SC1002")
+    pismo = {"key": "x", "provider": "unprobed", "type": "PIX", "verification": "probe"}
+    r = await sidecar.admin.post("/v1/credentials", json=pismo)
+    assert (r.status, (await r.json())["code"]) == (422, "SC1002")
+    assert (await sidecar.admin.get("/v1/credentials/unprobed")).status == 404
+    assert peer.requests == 0
