@@ -9,6 +9,10 @@ Every part's flow is closed on every way out (a part failing to sign, a part rai
 answer, the driver closing this flow early), so a part's ``finally`` never waits for the
 garbage collector. The proxy and verify probes drive this flow with the one driver
 (``schemes/driver.py``) like any other.
+
+``verification`` is the strongest of the parts' (probe > token > presence-only): a probe is
+signed by every part, and a part without one verifies itself, so the strongest check that ran
+is what the save rested on. One word rather than a list keeps the answer's field one type.
 """
 
 from __future__ import annotations
