@@ -87,6 +87,7 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
             await _store_demo_credentials(http, admin, auth)
             ok = await _demo_calls(http, proxy)
         print(f"\nadmin token (this run only): {token}")
+        print(f"  T='{token}'   # paste into the shell for the README's admin walk-through")
         print(f"admin API: {admin}   (always authenticated), try:")
         print(f"  curl -s -H 'Authorization: Bearer {token}' {admin}/v1/credentials")
         print("  (both roles share this process, so a change applies at once; in production it")
