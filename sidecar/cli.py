@@ -54,7 +54,31 @@ def cmd_config_check(args: argparse.Namespace) -> int:
             print(f"  {problem}", file=sys.stderr)
         return 1
     print(f"{args.file}: OK ({len(cfg.upstreams)} upstreams)")
+    for warning in presence_only_warnings(cfg):
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     return 0
+
+
+def presence_only_warnings(cfg: config_mod.Config) -> list[str]:
+    """One line per upstream whose verify cannot ask the provider (no probe, no token).
+
+    A credential saved there is checked for presence only: a mistyped key is stored and first
+    fails on a real request. A warning, not an error: some providers offer no harmless call.
+    """
+    from yarl import URL
+
+    from sidecar.schemes.base import UpstreamContext, verification_of
+    from sidecar.schemes.registry import build_scheme
+
+    warnings = []
+    for name, up in cfg.upstreams.items():
+        scheme = build_scheme(cfg.schemes[name], UpstreamContext(name=name, url=URL(up.url)))
+        if verification_of(scheme) == "presence-only":
+            warnings.append(
+                f"upstreams.{name}: credentials are checked for presence only before they are "
+                "saved (the provider is not asked); configure a probe to verify them"
+            )
+    return warnings
 
 
 def cmd_config_schema(_args: argparse.Namespace) -> int:

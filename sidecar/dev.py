@@ -25,7 +25,7 @@ from sidecar.errors import ConfigError
 from sidecar.logging import configure
 from sidecar.sandbox.demo import demo_credentials, demo_specs
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
-from sidecar.sandbox.server import start_sandboxes
+from sidecar.sandbox.server import SandboxSpec, start_sandboxes
 from sidecar.server import Server
 
 PTP_BODY = {
@@ -71,7 +71,7 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
     os.environ["VAULT_TOKEN"] = ROOT_TOKEN  # the throwaway dev server's root token
     print(f"starting OpenBao dev server on 127.0.0.1:{port} ...")
     bao = await asyncio.to_thread(OpenBao(port=port).start)
-    sandboxes = await start_sandboxes(demo_specs())
+    sandboxes = await start_sandboxes(_sandbox_specs(cfg))
     token = secrets.token_urlsafe(24)  # this run's admin token, printed below for curl
     cfg = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"token": SecretStr(token)})})
     server = Server(cfg, "all")
@@ -87,6 +87,7 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
             await _store_demo_credentials(http, admin, auth)
             ok = await _demo_calls(http, proxy)
         print(f"\nadmin token (this run only): {token}")
+        print(f"  T='{token}'   # paste into the shell for the README's admin walk-through")
         print(f"admin API: {admin}   (always authenticated), try:")
         print(f"  curl -s -H 'Authorization: Bearer {token}' {admin}/v1/credentials")
         print("  (both roles share this process, so a change applies at once; in production it")
@@ -104,6 +105,19 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
         await asyncio.to_thread(bao.stop)
 
 
+def _sandbox_specs(cfg: config_mod.Config) -> dict[str, SandboxSpec]:
+    """Each demo peer on the port its upstream's ``url`` names, so a copy of dev.yaml with other
+    ports (a test's free ports) moves the peers with it; a peer without an upstream keeps its
+    default port."""
+    specs = demo_specs()
+    for name, spec in specs.items():
+        upstream = cfg.upstreams.get(name)
+        port = URL(upstream.url).port if upstream is not None else None
+        if port:
+            specs[name] = SandboxSpec(spec.app, port)
+    return specs
+
+
 async def _store_demo_credentials(
     http: aiohttp.ClientSession, admin: str, auth: dict[str, str]
 ) -> None:
@@ -112,7 +126,9 @@ async def _store_demo_credentials(
         async with http.put(f"{admin}/v1/credentials/{name}", json=body, headers=auth) as resp:
             answer = await resp.json()
         shown = answer.get("version", answer.get("code"))
-        print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} (version/code {shown})")
+        checked = answer.get("verification", "-")  # probe, token or presence-only
+        print(f"  PUT /v1/credentials/{name:<16} -> {resp.status} ({shown}, {checked})")
+    print("  pix-partner-pix: not stored; the README's admin walk-through creates it")
 
 
 async def _demo_calls(http: aiohttp.ClientSession, proxy: str) -> bool:

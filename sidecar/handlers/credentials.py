@@ -27,10 +27,17 @@ from sidecar.handlers.common import (
 )
 from sidecar.handlers.contract import NAMED, VAULT, Ok, operation
 from sidecar.handlers.keys import proxy_value
-from sidecar.handlers.models import CredentialList, Saved, Verified, Versions, dump
+from sidecar.handlers.models import (
+    CredentialList,
+    Saved,
+    SavedCredential,
+    Verified,
+    Versions,
+    dump,
+)
 from sidecar.logging import get_logger
 from sidecar.record import CredentialView, describe
-from sidecar.schemes.base import Credential
+from sidecar.schemes.base import Credential, Verification, verification_of
 
 log = get_logger("sidecar.admin")
 routes = web.RouteTableDef()
@@ -64,8 +71,9 @@ class PatchBody(_Body):
 
 async def _verify_then_save(
     request: web.Request, name: str, body: PutBody, version: int | None
-) -> tuple[CredentialView, bool]:
-    """The provider says yes before anything is written; a no writes nothing."""
+) -> tuple[CredentialView, bool, Verification]:
+    """The provider says yes before anything is written; a no writes nothing. Also says what
+    the yes rested on (probe, token or presence-only), so no answer claims more than was done."""
     rt = runtime(request)
     upstream = rt.upstream(body.upstream)
     environment = body.environment or upstream.cfg.environment
@@ -89,17 +97,18 @@ async def _verify_then_save(
         updated_at=stamp,
     )
     await upstream.scheme.verify(candidate, rt.session_for(upstream.name))
-    return await credential_store(request).put(
+    view, created = await credential_store(request).put(
         name, upstream.name, environment, body.fields, body.provider_data, version, body.type
     )
+    return view, created, verification_of(upstream.scheme)
 
 
 @routes.put("/v1/credentials/{name}")
 @operation(
     "putCredential",
     "Create or replace; the provider verifies the credential before it is saved",
-    Ok(201, "Created", CredentialView, etag=True),
-    Ok(200, "Replaced", CredentialView, etag=True),
+    Ok(201, "Created", SavedCredential, etag=True),
+    Ok(200, "Replaced", SavedCredential, etag=True),
     errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006"),
     params=("name", "If-Match"),
     body=PutBody,
@@ -108,8 +117,9 @@ async def put_credential(request: web.Request) -> web.Response:
     name = check_name(request.match_info["name"])
     body = await parse_body(request, PutBody)
     await authorize(request, name, ("read",), ("create", "update"))
-    view, created = await _verify_then_save(request, name, body, if_match(request))
-    return json_response(dump(view), status=201 if created else 200, version=view.version)
+    view, created, checked = await _verify_then_save(request, name, body, if_match(request))
+    answer = SavedCredential(**view.model_dump(), verification=checked)
+    return json_response(dump(answer), status=201 if created else 200, version=view.version)
 
 
 @routes.post("/v1/credentials")
@@ -141,11 +151,11 @@ async def pismo_create(request: web.Request) -> web.Response:
         type=body.type,
     )
     try:
-        _, created = await _verify_then_save(request, name, put, None)
+        _, created, checked = await _verify_then_save(request, name, put, None)
     except VerificationFailed:
         raise VerificationFailed(f"{body.provider} - API Invalid credential") from None
     value = await proxy_value(key_store(request), upstream, name)
-    answer = Saved(message="Credential saved", **value)
+    answer = Saved(message="Credential saved", verification=checked, **value)
     return web.json_response(dump(answer), status=201 if created else 200)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from sidecar.record import NAME_PATTERN, CredentialView
+from sidecar.schemes.base import Verification
 
 KEY_ID_PATTERN = r"^pk[0-9a-f]{16}$"
 KEY_PATTERN = r"^sck_pk[0-9a-f]{16}_[A-Za-z0-9_-]{43}$"
@@ -71,8 +72,22 @@ class CredentialList(Answer):
     credentials: list[CredentialView]
 
 
+VERIFICATION = Field(
+    description="what was checked before the save: probe (an authenticated call to the "
+    "provider), token (the provider's token endpoint accepted the client) or presence-only "
+    "(the provider was not asked; the fields are present and usable)"
+)
+
+
+class SavedCredential(CredentialView):
+    """A create/replace answer: the record's view plus how far the provider vouched for it."""
+
+    verification: Verification = VERIFICATION
+
+
 class Saved(Answer):
     message: Literal["Credential saved"]
+    verification: Verification = VERIFICATION
     proxy_value: str | None = Field(
         None,
         description="a proxy key with every permission, when the upstream requires proxy "

@@ -21,6 +21,10 @@ PAYNET_SECRET = "demo-paynet-secret-0002"
 AZUPAY_KEY = "SECR_DEMO_sandbox_0003"
 INTASEND_SECRET = "ISSecretKey_test_demo_0004"
 INTASEND_PUBLIC = "ISPubKey_test_demo_0005"
+# Seed 000's own sample values (organization B's client id and API key), so the README's Pismo
+# example works as printed; the sandbox PIX partner is the only thing that accepts them.
+PIX_CLIENT_ID = "Jk10014812-4785-1293-cded-3683ce1fdwjdj"
+PIX_KEY = "71069360002100"
 
 DEFAULT_PORTS = {
     "placetopay": 9101,
@@ -28,6 +32,7 @@ DEFAULT_PORTS = {
     "paynet-reports": 9103,
     "azupay": 9104,
     "intasend": 9105,
+    "pix-partner": 9107,
 }
 
 
@@ -40,7 +45,20 @@ def demo_apps() -> dict[str, web.Application]:
         "paynet-reports": hmac_peer.make_app(hmac_peer.paynet_reports(PAYNET_SECRET)),
         "azupay": api_key_peer.make_app(api_key_peer.azupay(AZUPAY_KEY)),
         "intasend": api_key_peer.make_app(api_key_peer.intasend(INTASEND_SECRET, INTASEND_PUBLIC)),
+        "pix-partner": oauth2.make_app(pix_partner()),
     }
+
+
+def pix_partner() -> oauth2.OAuth2Config:
+    """Seed 000's organization B: an OAuth2 client-credentials partner API (the API key is the
+    client secret, ``provider_data.client_id`` the client id), Basic client auth only, as
+    ``config/sidecar.yaml`` configures it; its resource server echoes authorised calls."""
+    return oauth2.OAuth2Config(
+        clients={PIX_CLIENT_ID: PIX_KEY},
+        token_path="/oauth/token",
+        scope="pix.write pix.read",
+        accept_body=False,
+    )
 
 
 def demo_specs(port_base: int = 9101) -> dict[str, SandboxSpec]:
@@ -54,7 +72,11 @@ def demo_specs(port_base: int = 9101) -> dict[str, SandboxSpec]:
 
 
 def demo_credentials() -> dict[str, dict[str, Any]]:
-    """Admin-API ``PUT /v1/credentials/{name}`` bodies, keyed by the credential name."""
+    """Admin-API ``PUT /v1/credentials/{name}`` bodies, keyed by the credential name.
+
+    ``pix-partner-pix`` is left out on purpose: the README's admin walk-through creates it
+    (201), so that the walk-through starts from what ``make run`` leaves and runs as printed.
+    """
 
     def body(upstream: str, **fields: str) -> dict[str, Any]:
         return {"upstream": upstream, "environment": "sandbox", "fields": fields}

@@ -58,6 +58,7 @@ class ApiKey(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
+        self.verification = "presence-only" if options.probe is None else "probe"
         known = options.known_fields()
         self.value_template = Template(options.template, known)
         self.extra = {h: Template(t, known) for h, t in options.extra_headers.items()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -126,11 +126,31 @@ class Scheme(Protocol):
         ...
 
 
+Verification = Literal["presence-only", "token", "probe"]
+"""What ``verify()`` really asks, weakest first: nothing (the fields are there and usable), the
+token endpoint (OAuth2: the client is accepted), or an authenticated call (a probe)."""
+
+VERIFICATIONS: tuple[Verification, ...] = get_args(Verification)
+
+
+def verification_of(scheme: object) -> Verification:
+    """A scheme's declared ``verification``; a plugin that declares none counts as presence-only,
+    so an unknown check is never reported as stronger than it may be."""
+    declared = getattr(scheme, "verification", None)
+    return declared if declared in VERIFICATIONS else "presence-only"
+
+
+def strongest(kinds: list[Verification]) -> Verification:
+    """The strongest check among several (a composite reports the best part that ran)."""
+    return max(kinds, key=VERIFICATIONS.index, default="presence-only")
+
+
 class SchemeBase:
     """Defaults shared by the built-in schemes; a plugin may use it or not."""
 
     name: ClassVar[str] = ""
     Options: ClassVar[type[SchemeOptions]] = SchemeOptions
+    verification: Verification = "presence-only"
     requires_request_body: bool = False
     replays_request: bool = False
     public_fields: tuple[str, ...] = ()

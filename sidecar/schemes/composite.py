@@ -9,6 +9,10 @@ Every part's flow is closed on every way out (a part failing to sign, a part rai
 answer, the driver closing this flow early), so a part's ``finally`` never waits for the
 garbage collector. The proxy and verify probes drive this flow with the one driver
 (``schemes/driver.py``) like any other.
+
+``verification`` is the strongest of the parts' (probe > token > presence-only): a probe is
+signed by every part, and a part without one verifies itself, so the strongest check that ran
+is what the save rested on. One word rather than a list keeps the answer's field one type.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from sidecar.schemes.base import (
     Scheme,
     SchemeBase,
     UpstreamContext,
+    strongest,
+    verification_of,
 )
 from sidecar.schemes.probe import Probe, probe_with
 
@@ -41,6 +47,7 @@ class Composite(SchemeBase):
         self.upstream = upstream
         self.requires_request_body = any(p.requires_request_body for p in parts)
         self.replays_request = any(p.replays_request for p in parts)
+        self.verification = strongest([verification_of(p) for p in parts])
         self.secret_fields = _union([p.secret_fields for p in parts])
         self.public_fields = tuple(
             f for f in _union([p.public_fields for p in parts]) if f not in self.secret_fields

@@ -110,6 +110,7 @@ class Hmac(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
+        self.verification = "presence-only" if options.probe is None else "probe"
         self.template = Template(options.template, PLACEHOLDERS)
         self.signature_format = Template(options.signature_format, FORMAT_PLACEHOLDERS)
         self.requires_request_body = "body_sha256" in self.template.names

@@ -136,6 +136,7 @@ class _Slot:
 class OAuth2ClientCredentials(SchemeBase):
     name = "oauth2_client_credentials"
     Options = OAuth2Options
+    verification = "token"  # verify() fetches a token: the token endpoint accepts the client
 
     def __init__(self, options: OAuth2Options, upstream: UpstreamContext) -> None:
         self.options = options

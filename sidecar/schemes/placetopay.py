@@ -104,6 +104,7 @@ def auth_code(body: bytes) -> int | None:
 class PlaceToPay(SchemeBase):
     name = "placetopay"
     Options = PlaceToPayOptions
+    verification = "probe"  # verify() asks the provider with the credential (a signed call)
 
     def __init__(self, options: PlaceToPayOptions, upstream: UpstreamContext) -> None:
         self.options = options

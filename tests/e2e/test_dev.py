@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105)
+PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105, 9107)
 
 
 def busy(port: int) -> bool:

@@ -113,7 +113,7 @@ async def test_pismo_create_answers_like_seed_000(sidecar: Sidecar) -> None:
         "provider_data": {"client_id": "Jk10014812"},
     }
     r = await sidecar.admin.post("/v1/credentials", json=ok)
-    assert await r.json() == {"message": "Credential saved"}
+    assert await r.json() == {"message": "Credential saved", "verification": "probe"}
     saved = await (await sidecar.admin.get("/v1/credentials/pix-partner-pix")).json()
     assert saved["type"] == "PIX" and saved["provider_data"] == {"client_id": "Jk10014812"}
     r = await sidecar.admin.post("/v1/credentials", json={**ok, "key": "bad"})

@@ -13,12 +13,15 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from yarl import URL
 
+from sidecar import config
 from sidecar.sandbox import demo
 from sidecar.sandbox.api_key_peer import ApiKeyPeerConfig
 from sidecar.sandbox.api_key_peer import make_app as api_key_app
@@ -131,10 +134,12 @@ async def paynet_status(
 
 
 def test_demo_ports_match_dev_yaml() -> None:
-    """By default the demo peers use config/dev.yaml's ports 9101-9105."""
+    """By default each demo peer listens on the port of its config/dev.yaml upstream."""
     ports = {name: spec.port for name, spec in demo.demo_specs().items()}
     assert ports == demo.DEFAULT_PORTS
-    assert sorted(ports.values()) == list(range(9101, 9106))
+    dev = config.load(Path(__file__).resolve().parents[2] / "config/dev.yaml", {})
+    assert ports == {name: URL(dev.upstreams[name].url).port for name in ports}
+    assert len(set(ports.values())) == len(ports)
 
 
 async def test_module_main_prints_json_and_stops() -> None:

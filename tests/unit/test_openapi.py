@@ -78,9 +78,15 @@ def test_response_schemas_come_from_the_models() -> None:
     assert view["additionalProperties"] is False
     assert set(view["required"]) == set(view["properties"]) >= {"name", "version", "fields"}
     put = doc["paths"]["/v1/credentials/{name}"]["put"]
-    assert put["responses"]["201"]["content"]["application/json"]["schema"] == {
-        "$ref": "#/components/schemas/CredentialView"
-    }
+    for status in ("201", "200"):
+        assert put["responses"][status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/SavedCredential"
+        }
+    saved = doc["components"]["schemas"]["SavedCredential"]
+    assert set(saved["required"]) == set(saved["properties"]) == {*view["properties"], "verification"}
+    assert saved["properties"]["verification"]["enum"] == ["presence-only", "token", "probe"]
+    pismo = doc["components"]["schemas"]["Saved"]
+    assert pismo["properties"]["verification"] == saved["properties"]["verification"]
     issued = doc["components"]["schemas"]["IssuedKey"]
     assert "key" in issued["required"] and "hmac_key" not in issued["required"]
 
