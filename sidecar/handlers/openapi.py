@@ -131,6 +131,9 @@ def render_operation(op: Operation, parts: Components) -> dict[str, Any]:
     if op.body is not None:
         schema = parts.model(op.body, mode="validation")
         out["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+    if op.raw_body:
+        raw = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        out["requestBody"] = {"required": True, "content": raw}
     out["security"] = [] if op.public else [{}, {"adminToken": []}]
     return out
 
