@@ -79,11 +79,14 @@ class Sender:
             return web.json_response({"error": str(exc).splitlines()[0]}, status=400)
         body = json.dumps(envelope(wanted.topic, wanted.event)).encode()
         headers = {"Content-Type": "application/json", self.header: sign(body, self.key)}
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(wanted.url, data=body, headers=headers) as resp,
-        ):
-            status = resp.status
+        try:
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(wanted.url, data=body, headers=headers) as resp,
+            ):
+                status = resp.status
+        except aiohttp.ClientError as exc:
+            return web.json_response({"error": f"delivery failed: {exc!r}"}, status=502)
         self.sent += 1
         return web.json_response({"delivered": status, "id": json.loads(body)["id"]})
 
