@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -22,8 +23,11 @@ from structlog.testing import capture_logs
 
 from sidecar.app import build_local_app
 from sidecar.sandbox import oauth2
+from sidecar.sandbox.openbao import OpenBao
 from sidecar.sandbox.webhooks import PATH, add_sender, sign
+from sidecar.server import Server
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
+from tests.integration.test_roles import policy, role_config, token_for
 from tests.leakscan import Collected
 
 CLIENT_ID, CLIENT_SECRET = "k2-client-7c1d", "k2-secret-3e9a0b"
@@ -52,6 +56,7 @@ class Env:
     peer: TestClient[Any, Any]
     received: Received
     callback: str
+    upstreams: dict[str, Any]
     seen: Collected = field(default_factory=Collected)
 
     async def deliver(self, event: dict[str, Any]) -> tuple[bytes, str]:
@@ -90,12 +95,11 @@ async def env(
     )
     token_server = await aiohttp_server(tokens)
     plain = {"url": "http://127.0.0.1:9", "scheme": "api_key", "credential": "plain"}
-    cfg = make_config(
-        {
-            "kopokopo": kopokopo_upstream(str(token_server.make_url("")).rstrip("/")),
-            "plain": {**plain, "environment": "sandbox"},
-        }
-    )
+    upstreams = {
+        "kopokopo": kopokopo_upstream(str(token_server.make_url("")).rstrip("/")),
+        "plain": {**plain, "environment": "sandbox"},
+    }
+    cfg = make_config(upstreams)
     sidecar = await make_sidecar(cfg)
     local = await aiohttp_client(build_local_app(sidecar.runtime, own_runtime=False))
     fields = {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "api_key": API_KEY}
@@ -110,7 +114,7 @@ async def env(
     callback = str((await aiohttp_server(receiver)).make_url("/webhooks/kopokopo"))
     peer = web.Application()
     add_sender(peer, API_KEY)
-    return Env(sidecar, local, await aiohttp_client(peer), received, callback)
+    return Env(sidecar, local, await aiohttp_client(peer), received, callback, upstreams)
 
 
 def forwarded(signature: str, **extra: str) -> dict[str, str]:
@@ -328,3 +332,23 @@ async def test_openapi_documents_a_raw_body(env: Env) -> None:
     op = doc["paths"]["/v1/credentials/{name}/webhook-signature/verify"]["post"]
     assert list(op["requestBody"]["content"]) == ["*/*"]
     assert {"200", "404", "413", "422"} <= set(op["responses"])
+
+
+async def test_proxy_role_with_the_proxy_policy_verifies_over_its_local_listener(
+    env: Env, openbao: OpenBao, prefix: str
+) -> None:
+    """`sidecar run` (proxy role), whose Vault token may only read and decrypt, answers the
+    verdict on listen.local over a real socket: no write right is needed to check a webhook."""
+    token = token_for(openbao, policy("proxy-policy.hcl", prefix))
+    server = Server(role_config(openbao, prefix, env.upstreams, token), "proxy")
+    await server.start()
+    try:
+        await server.runtime.wait_ready(15)
+        body, signature = await env.deliver(EVENT)
+        url = f"http://{server.config.listen.local}{URL}"
+        async with aiohttp.ClientSession() as http:
+            for sent, expected in ((body, True), (body[:-1], False)):
+                async with http.post(url, data=sent, headers=forwarded(signature)) as r:
+                    assert (r.status, await r.json()) == (200, {"valid": expected})
+    finally:
+        await server.stop()
