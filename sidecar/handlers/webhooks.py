@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import _default_expect_handler
 
 from sidecar import webhooksig
 from sidecar.errors import SidecarError
@@ -36,7 +37,22 @@ class WebhookVerdict(Answer):
     valid: bool
 
 
-@routes.post("/v1/credentials/{name}/webhook-signature/verify")
+async def expect_continue(request: web.Request) -> None:
+    """``100 Continue`` only to a request that will be read: a body declared above the limit,
+    or one for a credential that will be refused, gets its final answer instead (RFC 9110
+    10.1.1 allows it), so the client never starts sending what is refused anyway."""
+    rt = runtime(request)
+    try:
+        spec = _spec(rt, _credential(rt, check_name(request.match_info["name"])))
+    except SidecarError:
+        return None
+    if request.content_length is not None and request.content_length > spec.max_body:
+        return None
+    await _default_expect_handler(request)  # aiohttp's own: 100 Continue, or 417
+    return None
+
+
+@routes.post("/v1/credentials/{name}/webhook-signature/verify", expect_handler=expect_continue)
 @operation(
     "verifyWebhookSignature",
     "Check a provider webhook's signature (raw body, the provider's header) with the cached key",

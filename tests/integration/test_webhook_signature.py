@@ -352,3 +352,33 @@ async def test_proxy_role_with_the_proxy_policy_verifies_over_its_local_listener
                     assert (r.status, await r.json()) == (200, {"valid": expected})
     finally:
         await server.stop()
+
+
+async def exchange(env: Env, head: str, body: bytes = b"") -> bytes:
+    """Send a raw request head (and body, if any) to the local listener; the first bytes back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.local.server.port)
+    writer.write(head.encode() + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4096), 10)
+    writer.close()
+    return answer
+
+
+async def test_expect_continue_only_for_a_body_that_will_be_read(env: Env) -> None:
+    """Expect: 100-continue: a declared 1 GiB body gets 413 at once, never 100 Continue; a
+    fitting one gets 100 Continue, then its verdict."""
+    head = f"POST {URL} HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\n"
+    big = await exchange(env, head + f"Content-Length: {1 << 30}\r\n{HEADER}: 00\r\n\r\n")
+    assert big.startswith(b"HTTP/1.1 413 ") and b'"SC4047"' in big
+    body, signature = await env.deliver(EVENT)
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.local.server.port)
+    writer.write(f"{head}Content-Length: {len(body)}\r\n{HEADER}: {signature}\r\n\r\n".encode())
+    await writer.drain()
+    assert (
+        await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        == b"HTTP/1.1 100 Continue\r\n\r\n"
+    )
+    writer.write(body)
+    answer = await asyncio.wait_for(reader.read(4096), 10)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"valid": true}')
