@@ -1,7 +1,8 @@
 """Builds the aiohttp applications of each role from one Runtime.
 
-- ``build_local_app``: the proxy role's read-only local API (health, metrics, the CA). It has no
-  write route at all, so nothing on the pod's loopback can change a credential through it.
+- ``build_local_app``: the proxy role's read-only local API (health, metrics, the CA, webhook
+  signature verify). It has no write route at all, so nothing on the pod's loopback can change
+  a credential through it.
 - ``build_admin_app``: the admin API (credentials, keys), behind ``AdminAuth``.
 - ``build_health_app``: ``/healthz`` and ``/readyz`` only, for kubelet.
 
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from sidecar.handlers import ca, health
+from sidecar.handlers import ca, health, webhooks
 from sidecar.handlers.auth import AdminAuth, admin_auth_middleware
 from sidecar.handlers.common import (
     RUNTIME,
@@ -49,6 +50,7 @@ def build_local_app(rt: Runtime, *, own_runtime: bool = True) -> web.Application
     app.add_routes(health.routes)
     app.add_routes(health.status_routes)
     app.add_routes(ca.routes)
+    app.add_routes(webhooks.routes)
     if own_runtime:
         app.cleanup_ctx.append(_lifecycle(rt))
     return app
@@ -85,6 +87,7 @@ def build_admin_app(
     app.add_routes(openapi.routes)
     if local_routes:
         app.add_routes(ca.routes)
+        app.add_routes(webhooks.routes)
     if own_runtime:
         app.cleanup_ctx.append(_lifecycle(rt))
     return app

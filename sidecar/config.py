@@ -22,6 +22,7 @@ from sidecar.errors import ConfigError
 from sidecar.hostguard import host_name
 from sidecar.schemes.base import SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme, scheme_class
+from sidecar.webhooksig import WebhookSignature, preset
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -231,6 +232,15 @@ class UpstreamConfig(BaseModel):
             raise ValueError("must not match an empty or plain value")
         return v
 
+    webhook_signature: WebhookSignature | None = Field(
+        None, description="how the provider signs webhooks (a preset name, e.g. kopokopo)"
+    )
+
+    @field_validator("webhook_signature", mode="before")
+    @classmethod
+    def _preset(cls, v: Any) -> Any:
+        return preset(v)
+
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
@@ -370,7 +380,24 @@ def _check(config: Config, lines: dict[tuple[Any, ...], int]) -> tuple[Any, list
             )
         schemes[name] = _check_schemes(up, base, lines, problems)
         _check_placeholders(up, schemes[name], base, lines, problems)
+        _check_webhook(name, up, schemes[name], lines, problems)
     return schemes, problems
+
+
+def _check_webhook(
+    name: str,
+    up: UpstreamConfig,
+    specs: list[tuple[str, SchemeOptions]],
+    lines: dict[tuple[Any, ...], int],
+    problems: list[str],
+) -> None:
+    """The webhook key becomes a secret field: a field the scheme shows publicly cannot be it."""
+    if up.webhook_signature is None or not specs:
+        return
+    scheme = build_scheme(specs, UpstreamContext(name=name, url=URL(up.url)))
+    if up.webhook_signature.field in scheme.public_fields:
+        where = ("upstreams", name, "webhook_signature", "field")
+        problems.append(_describe(where, "is a public field of the scheme; use its own", lines))
 
 
 def _check_schemes(

@@ -85,6 +85,9 @@ CODES: dict[str, Code] = {
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
+        Code("SC4045", 422, "The credential's upstream declares no webhook_signature"),
+        Code("SC4046", 422, "The credential holds no webhook signing key"),
+        Code("SC4047", 413, "Webhook body exceeds the upstream's webhook_signature.max_body"),
         # SC4050-SC4054: placeholders in bodies and queries (sidecar/proxy/placeholders.py)
         Code("SC4050", 400, "Request carries a placeholder-shaped value that is not a placeholder"),
         Code("SC4051", 400, "Placeholder in a body whose content type cannot be rewritten"),

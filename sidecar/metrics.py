@@ -75,6 +75,15 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # outcome is valid|invalid only: never a credential's field, never a signature
+        self.webhook_verifications = Counter(
+            "sidecar_webhook_verifications",
+            "Webhook signatures checked on the local API, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("valid", "invalid"):
+            self.webhook_verifications.labels(outcome)
         self.traffic: dict[str, Traffic] = {}
 
     def observe(self, upstream: str, status: int, seconds: float) -> None:

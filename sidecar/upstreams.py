@@ -18,6 +18,7 @@ from sidecar.proxy import client as http1
 from sidecar.schemes.base import Scheme, SchemeOptions, UpstreamContext
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec
+from sidecar.webhooksig import WebhookSignature
 
 
 @dataclass(slots=True)
@@ -39,12 +40,7 @@ class Upstream:
     ) -> Upstream:
         url = URL(cfg.url)
         scheme = build_scheme(specs, UpstreamContext(name=name, url=url, timeout=cfg.timeout))
-        spec = FieldSpec(
-            scheme="+".join(n for n, _ in specs),
-            public=tuple(scheme.public_fields),
-            secret=tuple(scheme.secret_fields),
-            optional=tuple(scheme.optional_fields),
-        )
+        spec = field_spec(scheme, "+".join(n for n, _ in specs), cfg.webhook_signature)
         hosts = frozenset(h.lower() for h in cfg.hosts) | {str(url.host).lower()}
         return cls(name=name, cfg=cfg, url=url, scheme=scheme, spec=spec, hosts=hosts, specs=specs)
 
@@ -85,6 +81,15 @@ class Upstream:
             await self.pool.close()
         if self.session is not None:
             await self.session.close()
+
+
+def field_spec(scheme: Scheme, name: str, webhook: WebhookSignature | None) -> FieldSpec:
+    """The scheme's fields, plus the webhook signing key as one more secret field."""
+    secret, optional = tuple(scheme.secret_fields), tuple(scheme.optional_fields)
+    if webhook is not None and webhook.field not in secret:
+        secret += (webhook.field,)
+        optional += () if webhook.required else (webhook.field,)
+    return FieldSpec(name, tuple(scheme.public_fields), secret, optional)
 
 
 _CONTEXTS: dict[str | None, tuple[int, ssl.SSLContext]] = {}

@@ -5,6 +5,9 @@ their location and message, because pydantic's own text echoes the input (a secr
 Another refuses what a web page could send (``sidecar.hostguard``) and any body that is not
 declared ``application/json``: a page's ``no-cors`` fetch sends no Content-Type or
 ``text/plain``, and only ``application/json`` needs a CORS preflight, which is never granted.
+The one exception is a route declared ``raw_body`` (webhook-signature verify, whose body is a
+provider's bytes as received): it changes nothing, and the Origin/Sec-Fetch-Site checks that
+every browser POST trips still apply to it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from sidecar import hostguard
 from sidecar.config import Config
 from sidecar.errors import SidecarError
+from sidecar.handlers.contract import OPERATIONS
 from sidecar.logging import get_logger
 from sidecar.ratelimit import Limiter
 from sidecar.runtime import Runtime
@@ -172,11 +176,17 @@ def browser_guard(allow: Callable[[], hostguard.Allow], *, host: bool = True) ->
     @web.middleware
     async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         hostguard.check(request.headers, allow(), host=host)
-        if request.body_exists:
+        if request.body_exists and not raw_body(request):
             require_json(request)
         return await handler(request)
 
     return guard
+
+
+def raw_body(request: web.Request) -> bool:
+    """A route declared ``raw_body`` takes any media type (a provider's webhook, as received)."""
+    op = OPERATIONS.get(request.match_info.handler)
+    return op is not None and op.raw_body
 
 
 def admin_allow(rt: Runtime) -> Callable[[], hostguard.Allow]:

@@ -47,6 +47,8 @@ class Operation:
     body: type[BaseModel] | None = None
     public: bool = False
     headers: tuple[str, ...] = ()  # extra response headers on errors (e.g. Retry-After)
+    # The body is a provider's raw bytes of any media type (webhook verify): not JSON-only.
+    raw_body: bool = False
 
     def codes(self) -> tuple[str, ...]:
         """Declared codes plus those every route of its kind can answer."""
@@ -66,11 +68,14 @@ def operation(
     body: type[BaseModel] | None = None,
     public: bool = False,
     headers: tuple[str, ...] = (),
+    raw_body: bool = False,
 ) -> Callable[[H], H]:
     """Attach the operation to the handler (put it under ``@routes.<method>(...)``)."""
 
     def mark(handler: H) -> H:
-        OPERATIONS[handler] = Operation(op_id, summary, ok, errors, params, body, public, headers)
+        OPERATIONS[handler] = Operation(
+            op_id, summary, ok, errors, params, body, public, headers, raw_body
+        )
         return handler
 
     return mark

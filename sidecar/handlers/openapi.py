@@ -39,8 +39,9 @@ configured every route except `/healthz` and `/readyz` needs `Authorization: Bea
 Browser-proof: a request whose `Host` is not loopback, `localhost` or an `admin.hosts` name is
 421 `SC1015`; one carrying an `Origin` not in `listen.allowed_origins`, or
 `Sec-Fetch-Site: cross-site|same-site`, is 403 `SC1016`/`SC1017`; a body needs
-`Content-Type: application/json` (415 `SC1008`, also when the header is missing). No CORS
-header is ever sent.
+`Content-Type: application/json` (415 `SC1008`, also when the header is missing), except on
+webhook-signature verify, whose body is a provider's raw bytes of any type. No CORS header is
+ever sent.
 """
 
 
@@ -131,6 +132,9 @@ def render_operation(op: Operation, parts: Components) -> dict[str, Any]:
     if op.body is not None:
         schema = parts.model(op.body, mode="validation")
         out["requestBody"] = {"required": True, "content": {JSON: {"schema": schema}}}
+    if op.raw_body:
+        raw = {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+        out["requestBody"] = {"required": True, "content": raw}
     out["security"] = [] if op.public else [{}, {"adminToken": []}]
     return out
 

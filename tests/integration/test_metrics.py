@@ -83,4 +83,6 @@ async def test_metrics_names_labels_and_counts_move(
         "failed",
         "applied",
         "rejected",
+        "valid",  # sidecar_webhook_verifications_total{outcome}
+        "invalid",
     } | {v for v in label_values if re.fullmatch(r"[0-9.e+inf+]+|\+Inf", v)}
