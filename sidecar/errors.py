@@ -51,6 +51,10 @@ CODES: dict[str, Code] = {
         Code("SC2004", 422, "Unknown upstream"),
         Code("SC2005", 422, "Provider rejected the credential"),
         Code("SC2006", 502, "Provider could not be reached to verify the credential"),
+        Code("SC2013", 422, "JWS private_key is not a PEM private key"),
+        Code("SC2014", 422, "JWS private_key does not fit the algorithm (type, curve or size)"),
+        Code("SC2015", 422, "JWS private_key is encrypted; store it unencrypted"),
+        Code("SC2016", 422, "JWS private_key holds a public key or certificate"),
         # SC3xxx: Vault
         Code("SC3001", 503, "Vault is unavailable"),
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
@@ -85,6 +89,9 @@ CODES: dict[str, Code] = {
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
+        Code("SC4055", 400, "Request body is not JSON, which the JWS claims need ({body_json})"),
+        Code("SC4056", 413, "Signed JWS would exceed the upstream's max_token_bytes"),
+        Code("SC4057", 503, "Stored JWS private key cannot sign with the upstream's algorithm"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),
