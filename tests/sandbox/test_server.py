@@ -134,7 +134,7 @@ def test_demo_ports_match_dev_yaml() -> None:
     """By default the demo peers use config/dev.yaml's ports 9101-9105."""
     ports = {name: spec.port for name, spec in demo.demo_specs().items()}
     assert ports == demo.DEFAULT_PORTS
-    assert sorted(ports.values()) == list(range(9101, 9106))
+    assert sorted(ports.values()) == [*range(9101, 9106), 9108]
 
 
 async def test_module_main_prints_json_and_stops() -> None:
