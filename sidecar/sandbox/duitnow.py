@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 from aiohttp import web
@@ -38,6 +38,7 @@ from sidecar.sandbox.recording import PeerState, recorder, split_target
 REQUIRED = ["exp", "iss", "sub", "jti"]
 _NO_BODY = object()
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+Alg = Literal["RS256", "PS256", "ES256"]
 
 
 class DuitNowConfig(BaseModel):
@@ -47,7 +48,7 @@ class DuitNowConfig(BaseModel):
     issuer: str = Field(description="the client/acquirer id (iss)")
     merchants: list[str] = Field(min_length=1, description="merchant ids (sub) of this issuer")
     key_name: str | None = Field(None, description="merchant key name (key claim); None = any")
-    algorithms: list[str] = Field(default_factory=lambda: ["RS256"])
+    algorithms: list[Alg] = Field(default_factory=lambda: list[Alg](["RS256"]), min_length=1)
     max_lifetime: float = Field(600, gt=0, description="seconds exp may lie ahead")
     leeway: float = Field(30, ge=0, description="clock skew allowed on exp")
 
@@ -162,8 +163,10 @@ async def handle(request: web.Request) -> web.Response:
 def make_app(cfg: DuitNowConfig) -> web.Application:
     """Every path and method is a protected resource; the key is parsed once, here."""
     key = load_pem_public_key(cfg.public_key.encode())
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise ValueError("public_key: an RSA or EC public key is needed")
+    families = {alg.startswith("ES") for alg in cfg.algorithms}
+    wanted = ec.EllipticCurvePublicKey if True in families else rsa.RSAPublicKey
+    if len(families) != 1 or not isinstance(key, wanted):
+        raise ValueError("public_key: its type must fit every one of algorithms")
     app = web.Application(middlewares=[recorder(lambda a: a[DUITNOW_STATE])])
     app[DUITNOW_STATE] = DuitNowState(config=cfg, key=key)
     app.router.add_route("*", "/{tail:.*}", handle)
