@@ -47,7 +47,11 @@ from sidecar.schemes.template import CONTROL
 FIELDS = ("issuer", "subject", "key_id")
 FIXED = frozenset({"uuid4", "now", "body_json", "body_sha256", *FIELDS})
 NOW_PLUS = re.compile(r"now\+([0-9]{1,9})")
+NUMERIC_CLAIMS = frozenset({"exp", "iat", "nbf"})
+STRING_CLAIMS = frozenset({"iss", "sub", "jti"})
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+_ABSENT = object()  # a fact with no value: the claim is left out (no body, no data)
+_NOT_JSON = object()  # a body that {body_json} cannot take
 PRESETS: dict[str, dict[str, Any]] = {
     "paynet_duitnow": {
         "algorithm": "RS256",
@@ -110,17 +114,30 @@ class JwsOptions(SchemeOptions):
             raise ValueError("header must be an HTTP header name")
         if CONTROL.search(self.prefix):
             raise ValueError("prefix must not hold control characters")
+        try:
+            json.dumps(self.claims, allow_nan=False)
+        except (TypeError, ValueError):
+            raise ValueError("claims must be JSON values (quote dates and times)") from None
         for name, value in self.claims.items():
-            if isinstance(value, str):
-                _check_claim(name, value)
+            _check_claim(name, value)
         return self
 
 
-def _check_claim(name: str, value: str) -> None:
-    names = _placeholders(value)
+def _check_claim(name: str, value: Any) -> None:
+    """Types RFC 7519 fixes are checked here, not found out by the first request."""
+    names = _placeholders(value) if isinstance(value, str) else []
     whole = len(names) == 1 and value == "{" + names[0] + "}"
     if "body_json" in names and not whole:
         raise ValueError(f"claims.{name}: {{body_json}} must be the whole value")
+    numeric = whole and (names[0] == "now" or NOW_PLUS.fullmatch(names[0]) is not None)
+    if name in NUMERIC_CLAIMS and not (numeric or _is_number(value)):
+        raise ValueError(f"claims.{name}: must be a number, {{now}} or {{now+N}}")
+    if name in STRING_CLAIMS and (numeric or names == ["body_json"] or not isinstance(value, str)):
+        raise ValueError(f"claims.{name}: must be a string")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class Claims:
@@ -129,17 +146,18 @@ class Claims:
     def __init__(self, claims: Mapping[str, Any]) -> None:
         self.literal: dict[str, Any] = {}
         self.whole: list[tuple[str, str]] = []
-        self.text: list[tuple[str, str]] = []
+        self.text: list[tuple[str, str, tuple[str, ...]]] = []
         for name, value in claims.items():
+            names = _placeholders(value) if isinstance(value, str) else []
             if not isinstance(value, str):
                 self.literal[name] = value
-            elif not _placeholders(value):
+            elif not names:
                 self.literal[name] = value.format_map({})  # "{{" and "}}" become braces
-            elif value == "{" + _placeholders(value)[0] + "}":
-                self.whole.append((name, value[1:-1]))
+            elif value == "{" + names[0] + "}":
+                self.whole.append((name, names[0]))
             else:
-                self.text.append((name, value))
-        used = [p for _, v in self.text for p in _placeholders(v)]
+                self.text.append((name, value, tuple(names)))
+        used = [p for _, _, names in self.text for p in names]
         self.names = frozenset(used + [p for _, p in self.whole])
 
     def render(self, facts: Callable[[str], Any]) -> dict[str, Any]:
@@ -149,12 +167,9 @@ class Claims:
             value = facts(name)
             if value is not _ABSENT:
                 out[claim] = value
-        for claim, text in self.text:
-            out[claim] = text.format_map({n: _text(facts(n)) for n in _placeholders(text)})
+        for claim, text, names in self.text:
+            out[claim] = text.format_map({n: _text(facts(n)) for n in names})
         return out
-
-
-_ABSENT = object()
 
 
 def _text(value: Any) -> str:
@@ -181,9 +196,6 @@ def body_json(body: bytes | None) -> Any:
         return json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         return _NOT_JSON
-
-
-_NOT_JSON = object()
 
 
 class KeyCache:

@@ -3,6 +3,7 @@ headers, body refusals, key checks at verify, the per-version key cache, and the
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import uuid
@@ -294,6 +295,13 @@ async def test_verify_accepts_fitting_keys_without_a_probe() -> None:
         ({"claims": {"x": "{now-5}"}}, "unknown placeholder"),
         ({"claims": {"x": "data={body_json}"}}, "must be the whole value"),
         ({"claims": {"x": "{now!r}"}}, "no format spec"),
+        ({"claims": {"iss": 3}}, "claims.iss: must be a string"),
+        ({"claims": {"sub": "{now}"}}, "claims.sub: must be a string"),
+        ({"claims": {"jti": "{body_json}"}}, "claims.jti: must be a string"),
+        ({"claims": {"exp": "{issuer}"}}, "claims.exp: must be a number"),
+        ({"claims": {"iat": True}}, "claims.iat: must be a number"),
+        ({"claims": {"when": datetime.date(2026, 1, 1)}}, "JSON values"),
+        ({"claims": {"x": float("nan")}}, "JSON values"),
         ({"header": "Bad Header:"}, "HTTP header name"),
         ({"prefix": "Bearer\r\nX: y"}, "control characters"),
         ({"algorithm": "HS256"}, "algorithm"),
