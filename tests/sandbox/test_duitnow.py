@@ -19,7 +19,7 @@ from jwcrypto import jwk, jws
 from pydantic import ValidationError
 from pytest_aiohttp import AiohttpClient
 
-from sidecar.sandbox.duitnow import DUITNOW_STATE, DuitNowConfig, make_app
+from sidecar.sandbox.duitnow import DUITNOW_STATE, DuitNowConfig, make_app, remember_jti
 
 Client = TestClient[web.Request, web.Application]
 BODY = {"amount": "10.00", "merchant": {"productId": "P1"}}
@@ -167,3 +167,12 @@ def test_key_type_must_fit_the_algorithms() -> None:
     make_app(DuitNowConfig(public_key=ec_pem, issuer="i", merchants=["m"], algorithms=["ES256"]))
     with pytest.raises(ValidationError):
         DuitNowConfig(public_key=rsa_pem, issuer="i", merchants=["m"], algorithms=["HS256"])
+
+
+async def test_expired_jtis_are_forgotten(peer: Client) -> None:
+    """The replay memory is bounded by exp: a jti whose token expired is dropped on the next call."""
+    state = peer.app[DUITNOW_STATE]
+    remember_jti(state, {"jti": "old", "exp": time.time() - 3600})
+    assert "old" in state.jtis
+    assert (await call(peer, token(claims())))[0] == 200
+    assert set(state.jtis) == {state.expiry[0][1]} and len(state.expiry) == 1
