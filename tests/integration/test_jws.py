@@ -172,6 +172,7 @@ async def test_no_private_key_material_in_logs_answers_metrics_or_kv(
         await seen.response(await sc.admin.get("/v1/credentials/dn"))
         await seen.response(await sc.admin.get("/v1/credentials/dn/versions"))
         await seen.response(await sc.admin.get("/metrics"))
+    assert {"admin_request", "credential_saved"} <= {e["event"] for e in logs}, logs[:3]
     seen.add("\n".join(repr(event) for event in logs))
     raw = openbao.client().secrets.kv.v2.read_secret_version(
         path=f"{prefix}/credentials/dn", raise_on_deleted_version=True
