@@ -11,11 +11,13 @@ import secrets
 import signal
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import jwt
 import pytest
 from aiohttp import web
 
@@ -100,7 +102,24 @@ async def test_demo_credentials_work(demo_sandboxes: Sandboxes) -> None:
             demo_sandboxes.url("intasend") + "/api/v1/wallets/", headers=headers
         ) as r:
             assert r.status == 200
+        async with http.get(
+            demo_sandboxes.url("paynet-duitnow") + "/v1/merchant",
+            headers={"Authorization": f"Bearer {duitnow_token(creds['paynet-duitnow'])}"},
+        ) as r:
+            assert r.status == 200
     assert demo_sandboxes.app("paynet")[OAUTH2_STATE].tokens_issued == 1
+
+
+def duitnow_token(fields: dict[str, str]) -> str:
+    """The demo key signs a DuitNow-style JWT (PyJWT directly, not the sidecar's scheme)."""
+    claims = {
+        "exp": int(time.time()) + 60,
+        "iss": fields["issuer"],
+        "sub": fields["subject"],
+        "jti": str(uuid.uuid4()),
+        "key": fields["key_id"],
+    }
+    return jwt.encode(claims, fields["private_key"], algorithm="RS256")
 
 
 async def placetopay_status(
