@@ -16,12 +16,15 @@ import json
 import os
 import secrets
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import aiohttp
+import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 HOP = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive"})
 Signer = Callable[[str, str, dict[str, str], bytes], Awaitable[bytes]]
@@ -88,6 +91,27 @@ def api_key(spec: dict[str, Any]) -> Signer:
     return sign
 
 
+def jws(spec: dict[str, Any]) -> Signer:
+    """PayNet DuitNow-style RS256 JWT: exp, iss, sub, jti, key and the JSON body under data."""
+    fields = spec["fields"]
+    key = load_pem_private_key(fields["private_key"].encode(), password=None)
+
+    async def sign(method: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+        claims: dict[str, Any] = {
+            "exp": int(time.time()) + 300,
+            "iss": fields["issuer"],
+            "sub": fields["subject"],
+            "jti": str(uuid.uuid4()),
+            "key": fields["key_id"],
+        }
+        if body:
+            claims["data"] = json.loads(body)
+        headers["Authorization"] = "Bearer " + jwt.encode(claims, key, algorithm="RS256")
+        return body
+
+    return sign
+
+
 def build(specs: dict[str, dict[str, Any]]) -> web.Application:
     app = web.Application()
     signers: dict[str, tuple[str, Signer]] = {}
@@ -96,9 +120,13 @@ def build(specs: dict[str, dict[str, Any]]) -> web.Application:
         if scheme == "oauth2_client_credentials":
             signer = oauth2(spec, lambda: app[SESSION])
         else:
-            signer = {"placetopay": placetopay, "hmac": hmac_sha256, "api_key": api_key}[scheme](
-                spec
-            )
+            signers_by_name = {
+                "placetopay": placetopay,
+                "hmac": hmac_sha256,
+                "api_key": api_key,
+                "jws": jws,
+            }
+            signer = signers_by_name[scheme](spec)
         signers[name] = (spec["url"], signer)
 
     async def handle(request: web.Request) -> web.Response:

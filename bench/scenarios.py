@@ -1,8 +1,9 @@
-"""The four schemes as the benchmark exercises them: one upstream and one credential each.
+"""The schemes as the benchmark exercises them: one upstream and one credential each.
 
 Each scenario is a request an app would make (PlaceToPay's session create, a PayNet-like
-OAuth2 call, a signed reports POST, an Azupay balance read), the sidecar's upstream config for
-it, and the credential stored through the admin API. The values are throwaway bench values.
+OAuth2 call, a signed reports POST, an Azupay balance read, a DuitNow Pay intent signed as an
+RS256 JWT), the sidecar's upstream config for it, and the credential stored through the admin
+API. The values are throwaway bench values; the JWS key pair is made in memory per run.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench.upstream import TOKEN_PATH
 
@@ -26,6 +30,15 @@ _PAYMENT = {
     "userAgent": "bench",
 }
 _JSON = {"Content-Type": "application/json"}
+
+
+def _bench_rsa_pem() -> str:
+    """A throwaway RS256 key for this bench run, never written anywhere but the bench Vault."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    raw = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return raw.decode()
 
 
 @dataclass(frozen=True)
@@ -95,5 +108,19 @@ SCENARIOS = (
         {"api_key": "ak-bench-key-3c8d52"},
         "GET",
         "/v1/balance",
+    ),
+    Scenario(
+        "jws",
+        {"preset": "paynet_duitnow"},
+        {
+            "private_key": _bench_rsa_pem(),
+            "issuer": "bench-acquirer",
+            "subject": "bench-merchant",
+            "key_id": "bench-key",
+        },
+        "POST",
+        "/v1/payment-intents",
+        json.dumps({"amount": "10.00", "merchant": {"productId": "P1"}, "reference": "B-1"}),
+        _JSON,
     ),
 )

@@ -28,6 +28,11 @@ from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
 from sidecar.sandbox.server import SandboxSpec, start_sandboxes
 from sidecar.server import Server
 
+DUITNOW_BODY = {
+    "amount": "10.00",
+    "merchant": {"productId": "P00000205"},
+    "merchantReferenceId": "demo-ref-1",
+}
 PTP_BODY = {
     "locale": "es_CO",
     "payment": {
@@ -53,6 +58,12 @@ DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ),
     ("api_key (Azupay Authorization)", "GET", "/azupay/v1/balance", None),
     ("api_key (IntaSend Bearer + public key)", "GET", "/intasend/api/v1/wallets/", None),
+    (
+        "jws (DuitNow RS256 JWT, body under data)",
+        "POST",
+        "/paynet-duitnow/v1/payment-intents",
+        DUITNOW_BODY,
+    ),
 ]
 
 

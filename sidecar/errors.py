@@ -51,6 +51,10 @@ CODES: dict[str, Code] = {
         Code("SC2004", 422, "Unknown upstream"),
         Code("SC2005", 422, "Provider rejected the credential"),
         Code("SC2006", 502, "Provider could not be reached to verify the credential"),
+        Code("SC2013", 422, "JWS private_key is not a PEM private key"),
+        Code("SC2014", 422, "JWS private_key does not fit the algorithm (type, curve or size)"),
+        Code("SC2015", 422, "JWS private_key is encrypted; store it unencrypted"),
+        Code("SC2016", 422, "JWS private_key holds a public key or certificate"),
         # SC3xxx: Vault
         Code("SC3001", 503, "Vault is unavailable"),
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
@@ -94,6 +98,9 @@ CODES: dict[str, Code] = {
         Code("SC4052", 400, "Placeholder names a field the stored credential lacks"),
         Code("SC4053", 400, "Compressed or non-UTF-8 body on an upstream with placeholders"),
         Code("SC4054", 400, "Placeholder-shaped name (JSON key or form/query name)"),
+        Code("SC4055", 400, "Request body is not JSON, which the JWS claims need ({body_json})"),
+        Code("SC4056", 413, "Signed JWS would exceed the upstream's max_token_bytes"),
+        Code("SC4057", 503, "Stored JWS private key cannot sign with the upstream's algorithm"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

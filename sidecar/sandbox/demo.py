@@ -7,11 +7,14 @@ provider accepts it.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sidecar.sandbox import api_key_peer, hmac_peer, oauth2, placetopay
+from sidecar.sandbox import api_key_peer, duitnow, hmac_peer, oauth2, placetopay
 from sidecar.sandbox.server import SandboxSpec
 
 PTP_LOGIN = "demo-site-login"
@@ -25,6 +28,9 @@ INTASEND_PUBLIC = "ISPubKey_test_demo_0005"
 # example works as printed; the sandbox PIX partner is the only thing that accepts them.
 PIX_CLIENT_ID = "Jk10014812-4785-1293-cded-3683ce1fdwjdj"
 PIX_KEY = "71069360002100"
+DUITNOW_ISSUER = "demo-acquirer-0006"
+DUITNOW_MERCHANT = "demo-merchant-0007"
+DUITNOW_KEY_NAME = "demo-key-2026"
 
 DEFAULT_PORTS = {
     "placetopay": 9101,
@@ -33,7 +39,36 @@ DEFAULT_PORTS = {
     "azupay": 9104,
     "intasend": 9105,
     "pix-partner": 9107,
+    "paynet-duitnow": 9108,
 }
+
+
+@cache
+def duitnow_key_pem() -> tuple[str, str]:
+    """(private, public) PEM of this process's demo RS256 key pair, made in memory once.
+
+    Generated rather than shipped, so that no private key, fake or not, sits in the repository
+    for a scanner to flag or a user to copy; the peer and the demo credential share it.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private.decode(), public.decode()
+
+
+def duitnow_config() -> duitnow.DuitNowConfig:
+    return duitnow.DuitNowConfig(
+        public_key=duitnow_key_pem()[1],
+        issuer=DUITNOW_ISSUER,
+        merchants=[DUITNOW_MERCHANT],
+        key_name=DUITNOW_KEY_NAME,
+    )
 
 
 def demo_apps() -> dict[str, web.Application]:
@@ -46,6 +81,7 @@ def demo_apps() -> dict[str, web.Application]:
         "azupay": api_key_peer.make_app(api_key_peer.azupay(AZUPAY_KEY)),
         "intasend": api_key_peer.make_app(api_key_peer.intasend(INTASEND_SECRET, INTASEND_PUBLIC)),
         "pix-partner": oauth2.make_app(pix_partner()),
+        "paynet-duitnow": duitnow.make_app(duitnow_config()),
     }
 
 
@@ -87,4 +123,11 @@ def demo_credentials() -> dict[str, dict[str, Any]]:
         "paynet-reports": body("paynet-reports", client_secret=PAYNET_SECRET),
         "azupay": body("azupay", api_key=AZUPAY_KEY),
         "intasend": body("intasend", api_key=INTASEND_SECRET, public_key=INTASEND_PUBLIC),
+        "paynet-duitnow": body(
+            "paynet-duitnow",
+            private_key=duitnow_key_pem()[0],
+            issuer=DUITNOW_ISSUER,
+            subject=DUITNOW_MERCHANT,
+            key_id=DUITNOW_KEY_NAME,
+        ),
     }
