@@ -14,8 +14,8 @@ replayed once its ``jti`` is forgotten), ``unknown_issuer``, ``unknown_merchant`
 ``data_mismatch`` (``data`` is not the request body's JSON value, or present without a body),
 ``replayed_jti`` (checked last, so nobody burns a jti they cannot sign).
 
-``POST /v1/payment-intents`` answers like an intent was created; ``GET /v1/merchant`` is the
-cheap authenticated call a probe makes; any other path echoes what was verified.
+``POST /v1/payment-intents`` answers like an intent was created; any other path (the probe's
+``GET /v2/bw/banks``, DuitNow Pay's bank list, included) echoes what was verified.
 """
 
 from __future__ import annotations

@@ -238,6 +238,7 @@ class Jws(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
+        self.verification = "presence-only" if options.probe is None else "probe"
         self.claims = Claims(options.claims)
         self.requires_request_body = bool({"body_json", "body_sha256"} & self.claims.names)
         self.replays_request = False
