@@ -85,6 +85,10 @@ CODES: dict[str, Code] = {
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
+        Code("SC4040", 400, "Token request is not a client-credentials form or JSON object"),
+        Code("SC4041", 413, "Token request body exceeds token_max_body"),
+        Code("SC4042", 405, "The emulated token endpoint accepts POST only"),
+        Code("SC4043", 401, "Bearer token unknown or expired (a restart forgets them): ask again"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),
@@ -92,6 +96,8 @@ CODES: dict[str, Code] = {
         Code("SC5004", 401, "Proxy key signature missing, stale or invalid"),
         Code("SC5005", 401, "Proxy key signature replayed"),
         Code("SC5006", 404, "Proxy key not found"),
+        Code("SC5007", 401, "Token request client authentication failed (client_id/secret)"),
+        Code("SC5008", 401, "Bearer token's proxy key was disabled, deleted or expired"),
         # SC6xxx: roles and admin authentication
         Code("SC6001", 403, "Your Vault token's policy does not allow this on the credential"),
         Code("SC6002", 500, "The admin role has no authentication configured"),

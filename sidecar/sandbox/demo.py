@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.sandbox import api_key_peer, hmac_peer, oauth2, placetopay
+from sidecar.sandbox import api_key_peer, hmac_peer, kopokopo, oauth2, placetopay
 from sidecar.sandbox.server import SandboxSpec
 
 PTP_LOGIN = "demo-site-login"
@@ -21,6 +21,8 @@ PAYNET_SECRET = "demo-paynet-secret-0002"
 AZUPAY_KEY = "SECR_DEMO_sandbox_0003"
 INTASEND_SECRET = "ISSecretKey_test_demo_0004"
 INTASEND_PUBLIC = "ISPubKey_test_demo_0005"
+KOPOKOPO_ID = "demo-kopokopo-client"
+KOPOKOPO_SECRET = "demo-kopokopo-secret-0006"
 
 DEFAULT_PORTS = {
     "placetopay": 9101,
@@ -28,6 +30,7 @@ DEFAULT_PORTS = {
     "paynet-reports": 9103,
     "azupay": 9104,
     "intasend": 9105,
+    "kopokopo": 9106,
 }
 
 
@@ -40,6 +43,9 @@ def demo_apps() -> dict[str, web.Application]:
         "paynet-reports": hmac_peer.make_app(hmac_peer.paynet_reports(PAYNET_SECRET)),
         "azupay": api_key_peer.make_app(api_key_peer.azupay(AZUPAY_KEY)),
         "intasend": api_key_peer.make_app(api_key_peer.intasend(INTASEND_SECRET, INTASEND_PUBLIC)),
+        "kopokopo": kopokopo.make_app(
+            kopokopo.KopokopoConfig(clients={KOPOKOPO_ID: KOPOKOPO_SECRET})
+        ),
     }
 
 
@@ -65,4 +71,5 @@ def demo_credentials() -> dict[str, dict[str, Any]]:
         "paynet-reports": body("paynet-reports", client_secret=PAYNET_SECRET),
         "azupay": body("azupay", api_key=AZUPAY_KEY),
         "intasend": body("intasend", api_key=INTASEND_SECRET, public_key=INTASEND_PUBLIC),
+        "kopokopo": body("kopokopo", client_id=KOPOKOPO_ID, client_secret=KOPOKOPO_SECRET),
     }
