@@ -580,9 +580,12 @@ class TunnelProtocol(ProxyProtocol, asyncio.BufferedProtocol):
     def __init__(self, listener: ProxyListener, router: Router) -> None:
         super().__init__(listener, router)
         self._buffer = bytearray(TUNNEL_READ)
+        # A view, not the bytearray: asyncio's SSL layer reads a second TLS record into
+        # ``buf[offset:]``, which for a bytearray is a copy, so those bytes were lost (zeros).
+        self._view = memoryview(self._buffer)
 
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self._buffer
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(bytes(self._buffer[:nbytes]))

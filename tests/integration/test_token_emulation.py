@@ -373,3 +373,29 @@ async def test_no_authorization_needs_a_proxy_key(start: Any) -> None:
     assert (r.status, r.headers["X-Sidecar-Error"]) == (401, "SC5001")
     proxy_key = {"Proxy-Authorization": f"Bearer {key['key']}"}
     assert (await it.sidecar.proxy.post(PAY, json=STK, headers=proxy_key)).status == 201
+
+
+async def test_token_request_body_in_many_tls_records_arrives_intact(
+    start: Any, tmp_path: Path
+) -> None:
+    """A body sent as one TLS record per byte reaches the tunnel's parser unchanged: asyncio's
+    SSL layer reads later records into ``buf[offset:]``, which a bytearray buffer silently
+    dropped (the body became zeros, so k2-connect's token request failed at random)."""
+    ca_file = tmp_path / "ca.pem"
+    it = await start(extra={"intercept": {"enabled": True, "ca_cert_path": str(ca_file)}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", it.sidecar.proxy.port)
+    writer.write(f"CONNECT {HOST}:443 HTTP/1.1\r\nHost: {HOST}:443\r\n\r\n".encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    await writer.start_tls(ctx, server_hostname=HOST)
+    body = b"client_id=a&client_secret=b&grant_type=client_credentials"
+    writer.write(
+        b"POST /oauth/token HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n"
+        % (HOST.encode(), len(body))
+    )
+    for i in range(len(body)):
+        writer.write(body[i : i + 1])  # one TLS record each, all in one burst
+    raw = await reader.read()
+    writer.close()
+    assert raw.startswith(b"HTTP/1.1 200") and tokens.PREFIX.encode() in raw
