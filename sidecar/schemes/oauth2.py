@@ -49,7 +49,7 @@ from sidecar.schemes.base import (
 
 _RESERVED = frozenset({"grant_type", "client_id", "client_secret"})
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
-_TOKEN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*[A-Za-z0-9._~-]")
+_TOKEN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*[A-Za-z0-9._~-]/?")
 _REJECTED_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 Failure = Literal["rejected", "unreachable", "failed"]
 
