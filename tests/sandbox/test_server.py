@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from sidecar.dev import STK_BODY
 from sidecar.sandbox import demo
 from sidecar.sandbox.api_key_peer import ApiKeyPeerConfig
 from sidecar.sandbox.api_key_peer import make_app as api_key_app
@@ -100,6 +101,7 @@ async def test_demo_credentials_work(demo_sandboxes: Sandboxes) -> None:
             demo_sandboxes.url("intasend") + "/api/v1/wallets/", headers=headers
         ) as r:
             assert r.status == 200
+        assert await kopokopo_status(http, demo_sandboxes.url("kopokopo"), creds) == 201
     assert demo_sandboxes.app("paynet")[OAUTH2_STATE].tokens_issued == 1
 
 
@@ -131,10 +133,10 @@ async def paynet_status(
 
 
 def test_demo_ports_match_dev_yaml() -> None:
-    """By default the demo peers use config/dev.yaml's ports 9101-9105."""
+    """By default the demo peers use config/dev.yaml's ports, consecutive from 9101."""
     ports = {name: spec.port for name, spec in demo.demo_specs().items()}
     assert ports == demo.DEFAULT_PORTS
-    assert sorted(ports.values()) == list(range(9101, 9106))
+    assert sorted(ports.values()) == list(range(9101, 9101 + len(ports)))
 
 
 async def test_module_main_prints_json_and_stops() -> None:
@@ -165,3 +167,16 @@ async def read_json_document(proc: asyncio.subprocess.Process) -> dict[str, Any]
             return dict(json.loads(text))
         except json.JSONDecodeError:
             continue
+
+
+async def kopokopo_status(
+    http: aiohttp.ClientSession, url: str, creds: dict[str, dict[str, str]]
+) -> int:
+    form = {"grant_type": "client_credentials", **creds["kopokopo"]}
+    async with http.post(url + "/oauth/token", data=form) as resp:
+        answer = await resp.json()
+    assert answer["token_type"] == "Bearer" and isinstance(answer["created_at"], int)
+    headers = {"Authorization": f"Bearer {answer['access_token']}"}
+    async with http.post(url + "/api/v2/incoming_payments", json=STK_BODY, headers=headers) as r:
+        assert r.headers["Location"].startswith("https://sandbox.kopokopo.com/api/v2/")
+        return r.status
