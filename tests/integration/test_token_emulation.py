@@ -124,7 +124,7 @@ async def test_form_token_then_call_carries_the_real_bearer_only(start: Any) -> 
     assert resp.status == 201 and resp.headers["Location"].startswith(f"https://{HOST}/api/v2/")
     token_req, call = it.peer.seen
     assert token_req.path == "/oauth/token" and f"client_secret={SECRET}".encode() in token_req.body
-    assert call.headers["Authorization"] == f"Bearer {next(iter(it.real_tokens()))}"
+    assert call.headers["Authorization"].removeprefix("Bearer ") in it.real_tokens()
     for placeholder in ("placeholder", answer["access_token"]):
         assert not it.peer.saw(placeholder)
     assert seen.hits([SECRET, *it.real_tokens()]) == []
@@ -181,9 +181,11 @@ async def test_no_authorization_passes_without_proxy_keys(start: Any) -> None:
 async def test_token_table_is_bounded_under_a_flood(start: Any) -> None:
     """Fifty token requests with token_max_live=5 keep five tokens; the oldest are evicted."""
     it = await start(token_max_live=5)
+    started = time.perf_counter()
     issued = [(await it.token())["access_token"] for _ in range(50)]
+    elapsed = time.perf_counter() - started
     table = tokens.table(it.sidecar.runtime, "kopokopo")
-    print("table", len(table.tokens), "evicted", table.evicted)
+    print(f"50 token requests in {elapsed * 1000:.0f} ms; table", len(table.tokens), table.evicted)
     assert (len(table.tokens), table.issued, table.evicted) == (5, 50, 45)
     assert (await it.pay(issued[0])).status == 401
     assert (await it.pay(issued[-1])).status == 201
