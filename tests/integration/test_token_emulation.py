@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from sidecar.proxy import tokens
 from sidecar.sandbox import kopokopo
@@ -86,9 +87,9 @@ def start(make_config: MakeConfig, make_sidecar: MakeSidecar, peer: tuple[OAuth2
     """Start a sidecar emulating Kopokopo's token endpoint, its credential stored."""
 
     async def go(store: bool = True, extra: dict[str, Any] | None = None, **cfg: Any) -> Emulating:
-        sc = await make_sidecar(
-            make_config({"kopokopo": k2_upstream(peer[1], **cfg)}, **(extra or {}))
-        )
+        options = dict(extra or {})
+        upstreams = {"kopokopo": k2_upstream(peer[1], **cfg), **options.pop("more", {})}
+        sc = await make_sidecar(make_config(upstreams, **options))
         if store:
             body = {
                 "upstream": "kopokopo",
@@ -305,10 +306,10 @@ async def test_token_path_variants_are_emulated_not_forwarded(start: Any) -> Non
 # -- require_proxy_key: the token request is the app's authentication ----------------------
 
 
-async def keyed(start: Any, *permissions: str) -> tuple[Emulating, dict[str, Any]]:
+async def keyed(start: Any, *permissions: str, **extra: Any) -> tuple[Emulating, dict[str, Any]]:
     it = await start(require_proxy_key=True)
     r = await it.sidecar.admin.post(
-        "/v1/credentials/kopokopo/keys", json={"permissions": list(permissions)}
+        "/v1/credentials/kopokopo/keys", json={"permissions": list(permissions), **extra}
     )
     assert r.status == 201, await r.text()
     return it, await r.json()
@@ -401,3 +402,35 @@ async def test_token_request_body_in_many_tls_records_arrives_intact(
     raw = await reader.read()
     writer.close()
     assert raw.startswith(b"HTTP/1.1 200") and tokens.PREFIX.encode() in raw
+
+
+async def test_an_opaque_token_opens_only_its_own_upstream(start: Any, peer: Any) -> None:
+    """A token from one emulating upstream is unknown (401 SC4043) on another, even to the
+    same provider: each upstream has its own table."""
+    twin = k2_upstream(peer[1], hosts=[], credential="kopokopo")
+    it = await start(extra={"more": {"twin": twin}})
+    token = (await it.token())["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    r = await it.sidecar.proxy.post("/twin/api/v2/incoming_payments", json=STK, headers=headers)
+    assert (r.status, r.headers["X-Sidecar-Error"]) == (401, "SC4043")
+    assert len(it.peer.seen) == 0
+
+
+async def test_hmac_enabled_key_token_still_needs_signatures(start: Any) -> None:
+    """A token bound to an HMAC-enabled key carries the key's signature rule: 401 SC5004."""
+    it, key = await keyed(start, "* /*", hmac=True)
+    answer = await it.token(client_id=key["key_id"], client_secret=key["key"])
+    r = await it.pay(answer["access_token"])
+    assert (r.status, r.headers["X-Sidecar-Error"]) == (401, "SC5004")
+    assert len(it.peer.seen) == 0
+
+
+async def test_client_credentials_are_never_logged(start: Any) -> None:
+    """Neither placeholders nor a proxy key sent as client_secret appear in any log event."""
+    it, key = await keyed(start, "* /*")
+    with capture_logs() as logs:
+        await it.token(client_id=key["key_id"], client_secret=key["key"])
+        bad = {**FORM, "client_id": key["key_id"], "client_secret": "placeholder-x"}
+        assert (await it.sidecar.proxy.post("/kopokopo/oauth/token", data=bad)).status == 401
+    text = str(logs)
+    assert "token_issued" in text and key["key"] not in text and "placeholder" not in text
