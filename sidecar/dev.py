@@ -46,6 +46,15 @@ PTP_BODY = {
     "userAgent": "sidecar-dev",
 }
 
+STK_BODY = {
+    "payment_channel": "M-PESA STK Push",
+    "till_number": "K000000",
+    "subscriber": {"first_name": "Jane", "last_name": "Doe", "phone_number": "+254700000000"},
+    "amount": {"currency": "KES", "value": 100},
+    "metadata": {},
+    "_links": {"callback_url": "https://example.com/k2/callback"},
+}
+
 # (what it shows, method, path on the proxy, JSON body or None)
 DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ("placetopay (tranKey in the body)", "POST", "/placetopay/api/session", PTP_BODY),
@@ -63,6 +72,12 @@ DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
         "POST",
         "/paynet-duitnow/v1/payment-intents",
         DUITNOW_BODY,
+    ),
+    (
+        "oauth2 token emulation (Kopokopo STK push)",
+        "POST",
+        "/kopokopo/api/v2/incoming_payments",
+        STK_BODY,
     ),
 ]
 

@@ -55,7 +55,7 @@ from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
-from sidecar.proxy import intercept
+from sidecar.proxy import intercept, tokens
 from sidecar.proxy import pipeline as proxy
 from sidecar.proxy.message import PHRASES, Body, Frame, Incoming, error_answer, relayed
 from sidecar.runtime import Runtime
@@ -386,6 +386,8 @@ class ProxyProtocol(asyncio.Protocol):
         except SidecarError as err:  # a refusal, or the body failed (SC4011, SC4014, SC4015)
             keep = req.keep_alive and (req.content is None or req.content.complete)
             return self._refuse(err, req, keep)
+        except tokens.LocalAnswer as answer:  # an emulated token endpoint answered
+            return self._answer(answer, req)
         except Exception:
             log.exception("proxy_unhandled")
             return self._refuse(SidecarError("SC1000"), req, False)
@@ -395,6 +397,17 @@ class ProxyProtocol(asyncio.Protocol):
             reply.release()
         proxy.account_spend(rt, req, upstream, reply.status, started, sent)
         return keep
+
+    def _answer(self, answer: tokens.LocalAnswer, req: Incoming) -> bool:
+        """An answer the sidecar makes itself (not an error), framed like a relayed one."""
+        frame = Frame.choose(req, answer.status, len(answer.body))
+        lines = [b"%s: %s\r\n" % pair for pair in answer.headers]
+        head = b"".join([b"HTTP/1.1 200 OK\r\n", *lines, *frame.lines])
+        self._transport().write(head if frame.bodiless else head + answer.body)
+        audit.spent(req, answer.status)
+        if self.rt.config.logging.access_log:
+            audit.access(req, answer.status, 0 if frame.bodiless else len(answer.body))
+        return frame.keep and (req.content is None or req.content.complete)
 
     async def _relay(self, req: Incoming, reply: http1.Response) -> tuple[bool, int]:
         """The upstream's status and headers as received, re-framed for this client.
@@ -567,9 +580,12 @@ class TunnelProtocol(ProxyProtocol, asyncio.BufferedProtocol):
     def __init__(self, listener: ProxyListener, router: Router) -> None:
         super().__init__(listener, router)
         self._buffer = bytearray(TUNNEL_READ)
+        # A view, not the bytearray: asyncio's SSL layer reads a second TLS record into
+        # ``buf[offset:]``, which for a bytearray is a copy, so those bytes were lost (zeros).
+        self._view = memoryview(self._buffer)
 
-    def get_buffer(self, sizehint: int) -> bytearray:
-        return self._buffer
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._view
 
     def buffer_updated(self, nbytes: int) -> None:
         self.data_received(bytes(self._buffer[:nbytes]))

@@ -24,8 +24,7 @@ from sidecar import audit, hostguard
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
-from sidecar.proxy import placeholders
-from sidecar.proxykeys.guard import admit
+from sidecar.proxy import placeholders, tokens
 from sidecar.proxykeys.permissions import decoded_path
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest, Scheme
@@ -181,7 +180,7 @@ async def forward(
     upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
-    grant = await admit(rt, upstream, request, headers, raw_path)
+    grant = await tokens.admit(rt, upstream, request, headers, raw_path)  # token emulation
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
     audit.attach(request, cred)
     scheme = upstream.scheme

@@ -101,6 +101,12 @@ async def admit(
     for name in (cfg.proxy_key_header, TIMESTAMP, SIGNATURE):
         headers.popall(name, None)
     entry = await rt.keys.authenticate(cfg.credential, presented_key(request, cfg.proxy_key_header))
+    return grant_for(rt, request, entry, raw_path)
+
+
+def grant_for(rt: Runtime, request: KeyedRequest, entry: KeyEntry, raw_path: str) -> Grant:
+    """The checks after authentication, shared with opaque tokens bound to a key
+    (``sidecar.proxy.tokens``): permission (SC5003), then an HMAC-enabled key's headers."""
     audit.keyed(request, entry.key_id)
     permission = first_match(entry.permissions, request.method, decoded_path(raw_path))
     if permission is None:

@@ -93,6 +93,14 @@ class KeyIndex:
             entry.inherit(old)
         self.entries[entry.key_id] = entry
 
+    def live(self, key_id: str, version: int) -> KeyEntry | None:
+        """The entry while usable and unchanged since ``version``: an opaque token bound to a
+        key (``sidecar.proxy.tokens``) dies with any change to the key, even a re-enable."""
+        entry = self.entries.get(key_id)
+        if entry is None or entry.version != version or not entry.usable(time.time()):
+            return None
+        return entry
+
     def accepts_sync(self, key_id: str) -> bool:
         return key_id not in self.pending and key_id not in self.deleted
 

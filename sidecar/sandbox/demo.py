@@ -14,7 +14,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sidecar.sandbox import api_key_peer, duitnow, hmac_peer, oauth2, placetopay
+from sidecar.sandbox import api_key_peer, duitnow, hmac_peer, kopokopo, oauth2, placetopay
 from sidecar.sandbox.server import SandboxSpec
 
 PTP_LOGIN = "demo-site-login"
@@ -31,6 +31,9 @@ PIX_KEY = "71069360002100"
 DUITNOW_ISSUER = "demo-acquirer-0006"
 DUITNOW_MERCHANT = "demo-merchant-0007"
 DUITNOW_KEY_NAME = "demo-key-2026"
+KOPOKOPO_ID = "demo-kopokopo-client"
+KOPOKOPO_SECRET = "demo-kopokopo-secret-0006"
+KOPOKOPO_API_KEY = "demo-kopokopo-apikey-0009"  # signs its webhooks
 
 DEFAULT_PORTS = {
     "placetopay": 9101,
@@ -40,6 +43,7 @@ DEFAULT_PORTS = {
     "intasend": 9105,
     "pix-partner": 9107,
     "paynet-duitnow": 9108,
+    "kopokopo": 9106,
 }
 
 
@@ -82,6 +86,11 @@ def demo_apps() -> dict[str, web.Application]:
         "intasend": api_key_peer.make_app(api_key_peer.intasend(INTASEND_SECRET, INTASEND_PUBLIC)),
         "pix-partner": oauth2.make_app(pix_partner()),
         "paynet-duitnow": duitnow.make_app(duitnow_config()),
+        "kopokopo": kopokopo.make_app(
+            kopokopo.KopokopoConfig(
+                clients={KOPOKOPO_ID: KOPOKOPO_SECRET}, webhook_key=KOPOKOPO_API_KEY
+            )
+        ),
     }
 
 
@@ -129,5 +138,11 @@ def demo_credentials() -> dict[str, dict[str, Any]]:
             issuer=DUITNOW_ISSUER,
             subject=DUITNOW_MERCHANT,
             key_id=DUITNOW_KEY_NAME,
+        ),
+        "kopokopo": body(
+            "kopokopo",
+            client_id=KOPOKOPO_ID,
+            client_secret=KOPOKOPO_SECRET,
+            api_key=KOPOKOPO_API_KEY,
         ),
     }

@@ -49,6 +49,7 @@ from sidecar.schemes.base import (
 
 _RESERVED = frozenset({"grant_type", "client_id", "client_secret"})
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]+")
+_TOKEN_PATH = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@/-]*[A-Za-z0-9._~-]/?")
 _REJECTED_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
 Failure = Literal["rejected", "unreachable", "failed"]
 
@@ -81,6 +82,42 @@ class OAuth2Options(SchemeOptions):
         description="longest backoff after failures (s); short, so a token follows the IdP's "
         "return within ~2 s: single flight already makes it one request per credential",
     )
+
+    token_path: str | None = Field(
+        None,
+        description="emulate the token endpoint at this path below the upstream for SDKs doing "
+        "their own OAuth2: the app gets an opaque sidecar token, never the provider's "
+        "(docs/sdk-oauth2.md)",
+    )
+    token_lifetime: int = Field(
+        3600, gt=0, le=86400, description="seconds an opaque sidecar token lives (expires_in)"
+    )
+    token_extras: list[Literal["created_at", "scope"]] = Field(
+        default_factory=list,
+        description="provider fields added to the emulated answer: created_at (unix seconds, "
+        "Kopokopo), scope (the configured scopes)",
+    )
+    token_max_live: int = Field(
+        10000, gt=0, le=1_000_000, description="opaque tokens kept per upstream; oldest evicted"
+    )
+    token_max_body: int = Field(
+        4096, gt=0, le=65536, description="largest token request body from the app, bytes"
+    )
+
+    @field_validator("token_path")
+    @classmethod
+    def _token_path(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        segments = v.split("/")
+        if (
+            not _TOKEN_PATH.fullmatch(v)
+            or any(seg in (".", "..") for seg in segments)
+            or "%" in v
+            or "//" in v
+        ):
+            raise ValueError("must be a path such as /oauth/token: no query, dots or escapes")
+        return v.rstrip("/")
 
     @field_validator("token_url")
     @classmethod

@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from structlog.testing import capture_logs
 
 from sidecar.app import build_local_app
-from sidecar.sandbox import oauth2
+from sidecar.sandbox import kopokopo, oauth2
 from sidecar.sandbox.openbao import OpenBao
 from sidecar.sandbox.webhooks import PATH, add_sender, sign
 from sidecar.server import Server
@@ -382,3 +382,15 @@ async def test_expect_continue_only_for_a_body_that_will_be_read(env: Env) -> No
     answer = await asyncio.wait_for(reader.read(4096), 10)
     writer.close()
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"valid": true}')
+
+
+async def test_the_kopokopo_peer_signs_webhooks_the_sidecar_verifies(
+    env: Env, aiohttp_client: Any
+) -> None:
+    """The shipped Kopokopo peer (as `make run` starts it) sends a webhook: valid, then tampered."""
+    cfg = kopokopo.KopokopoConfig(clients={CLIENT_ID: CLIENT_SECRET}, webhook_key=API_KEY)
+    env.peer = await aiohttp_client(kopokopo.make_app(cfg))
+    body, signature = await env.deliver(EVENT)
+    assert await env.verify(body, forwarded(signature)) == (200, {"valid": True})
+    tampered = body.replace(b"OJM6Q1W84K", b"OJM6Q1W84X")
+    assert await env.verify(tampered, forwarded(signature)) == (200, {"valid": False})

@@ -22,6 +22,7 @@ from aiohttp import web
 from yarl import URL
 
 from sidecar import config
+from sidecar.dev import STK_BODY
 from sidecar.sandbox import demo
 from sidecar.sandbox.api_key_peer import ApiKeyPeerConfig
 from sidecar.sandbox.api_key_peer import make_app as api_key_app
@@ -103,6 +104,7 @@ async def test_demo_credentials_work(demo_sandboxes: Sandboxes) -> None:
             demo_sandboxes.url("intasend") + "/api/v1/wallets/", headers=headers
         ) as r:
             assert r.status == 200
+        assert await kopokopo_status(http, demo_sandboxes.url("kopokopo"), creds) == 201
     assert demo_sandboxes.app("paynet")[OAUTH2_STATE].tokens_issued == 1
 
 
@@ -170,3 +172,16 @@ async def read_json_document(proc: asyncio.subprocess.Process) -> dict[str, Any]
             return dict(json.loads(text))
         except json.JSONDecodeError:
             continue
+
+
+async def kopokopo_status(
+    http: aiohttp.ClientSession, url: str, creds: dict[str, dict[str, str]]
+) -> int:
+    form = {"grant_type": "client_credentials", **creds["kopokopo"]}
+    async with http.post(url + "/oauth/token", data=form) as resp:
+        answer = await resp.json()
+    assert answer["token_type"] == "Bearer" and isinstance(answer["created_at"], int)
+    headers = {"Authorization": f"Bearer {answer['access_token']}"}
+    async with http.post(url + "/api/v2/incoming_payments", json=STK_BODY, headers=headers) as r:
+        assert r.headers["Location"].startswith("https://sandbox.kopokopo.com/api/v2/")
+        return r.status

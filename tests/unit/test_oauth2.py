@@ -321,3 +321,22 @@ def test_token_url_resolution_and_fields() -> None:
     assert relative.replays_request and not relative.requires_request_body
     properties = OAuth2Options.model_json_schema()["properties"].values()
     assert all(p.get("description") for p in properties)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["oauth/token", "/", "/oauth/../token", "/oauth/%74oken", "/oauth//token", "/t?x=1", "/t#f"],
+)
+def test_token_path_is_validated(path: str) -> None:
+    """token_path must be a plain absolute path: no dots, escapes, empty segments or query."""
+    with pytest.raises(ValueError, match="token_path"):
+        OAuth2Options.model_validate({"token_url": "/t", "token_path": path})
+
+
+def test_token_path_defaults_and_trailing_slash() -> None:
+    """Emulation is off by default; a trailing slash is dropped, extras are a closed list."""
+    assert OAuth2Options(token_url="/t").token_path is None
+    opts = OAuth2Options.model_validate({"token_url": "/t", "token_path": "/oauth/token/"})
+    assert (opts.token_path, opts.token_lifetime, opts.token_extras) == ("/oauth/token", 3600, [])
+    with pytest.raises(ValueError, match="token_extras"):
+        OAuth2Options.model_validate({"token_url": "/t", "token_extras": ["refresh_token"]})
