@@ -51,6 +51,12 @@ CODES: dict[str, Code] = {
         Code("SC2004", 422, "Unknown upstream"),
         Code("SC2005", 422, "Provider rejected the credential"),
         Code("SC2006", 502, "Provider could not be reached to verify the credential"),
+        # SC2017-SC2021: mTLS client certificates (schemes/mtls.py, tlskeys.py)
+        Code("SC2017", 422, "Client certificate or private key is not usable PEM"),
+        Code("SC2018", 422, "Client private key does not match the client certificate"),
+        Code("SC2019", 422, "Client certificate is expired or not yet valid"),
+        Code("SC2020", 422, "Provider's TLS handshake rejected the client certificate"),
+        Code("SC2021", 422, "Client certificate is not for TLS client authentication"),
         # SC3xxx: Vault
         Code("SC3001", 503, "Vault is unavailable"),
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
@@ -85,6 +91,9 @@ CODES: dict[str, Code] = {
         Code("SC4028", 400, "Encoded slash or backslash in the path"),
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
+        # SC4060-SC4064: upstream mTLS (tlskeys.py)
+        Code("SC4060", 503, "Stored client certificate or key cannot be loaded into TLS"),
+        Code("SC4061", 503, "Stored client certificate has expired or is not yet valid"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

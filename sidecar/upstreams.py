@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
 
+from sidecar import tlskeys
 from sidecar.config import Config, UpstreamConfig
+from sidecar.errors import SidecarError
 from sidecar.proxy import client as http1
-from sidecar.schemes.base import Scheme, SchemeOptions, UpstreamContext
+from sidecar.schemes.base import Credential, Scheme, SchemeOptions, UpstreamContext
+from sidecar.schemes.mtls import CERT_FIELD
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec
 
@@ -32,6 +37,7 @@ class Upstream:
     session: aiohttp.ClientSession | None = field(default=None)
     pool: http1.Pool | None = field(default=None)
     prefix: str = field(init=False)  # origin and base path, what a relative path is appended to
+    keys: tlskeys.TlsKeys | None = field(init=False)  # client TLS, when the scheme has mtls
 
     @classmethod
     def build(
@@ -50,6 +56,12 @@ class Upstream:
 
     def __post_init__(self) -> None:
         self.prefix = str(self.url.origin()) + self.url.raw_path.rstrip("/")
+        mtls = CERT_FIELD in self.spec.public
+        self.keys = tlskeys.TlsKeys(self.name, self.cafile) if mtls else None
+
+    @property
+    def cafile(self) -> str | None:
+        return str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
 
     def accepts(self, host: str, port: int | None) -> bool:
         """Forward-proxy match: a declared name on a default port, or exactly the url's origin."""
@@ -59,7 +71,7 @@ class Upstream:
 
     def open(self) -> aiohttp.ClientSession:
         """Pools for the upstream; TLS always verified, optionally with a CA bundle."""
-        ctx = tls_context(str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None)
+        ctx = tls_context(self.cafile)
         self.pool = http1.Pool(
             self.url,
             ctx if self.url.scheme == "https" else None,
@@ -79,6 +91,50 @@ class Upstream:
         )
         self.scheme.bind(self.session)
         return self.session
+
+    def pool_for(self, cred: Credential) -> http1.Pool:
+        """The pool, its TLS switched to ``cred``'s client certificate when that is new.
+
+        One integer comparison per request when nothing changed. Runs for the first request
+        that sees a new version (or at sync, ``refresh_tls``): from then on new connections
+        present the new certificate; pooled ones are closed after their current request.
+        """
+        pool = self.pool
+        if pool is None:
+            raise SidecarError("SC1000", "sidecar is not started")
+        keys = self.keys
+        if keys is not None:
+            if keys.version != cred.version:
+                self.refresh_tls(cred)
+            keys.check()
+        return pool
+
+    def refresh_tls(self, cred: Credential | None) -> None:
+        """Build the client TLS of a new credential version (at sync and at first use)."""
+        if self.keys is None or cred is None or cred.upstream != self.name:
+            return
+        ctx = self.keys.ensure(cred)
+        if ctx is not None and self.pool is not None:
+            self.pool.use_tls(ctx)
+
+    @asynccontextmanager
+    async def verify_session(
+        self, cred: Credential, pooled: aiohttp.ClientSession
+    ) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session a verify uses: one presenting the candidate's client certificate (a
+        throwaway, closed after) when the scheme has mtls, else the upstream's own."""
+        if self.keys is None:
+            yield pooled
+            return
+        ctx, _ = tlskeys.client_context(cred, self.cafile)
+        connector = aiohttp.TCPConnector(ssl=ctx, force_close=True, limit=4)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        ) as http:
+            yield http
 
     async def close(self) -> None:
         if self.pool is not None:

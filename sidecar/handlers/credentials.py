@@ -88,7 +88,8 @@ async def _verify_then_save(
         created_at=stamp,
         updated_at=stamp,
     )
-    await upstream.scheme.verify(candidate, rt.session_for(upstream.name))
+    async with upstream.verify_session(candidate, rt.session_for(upstream.name)) as http:
+        await upstream.scheme.verify(candidate, http)
     return await credential_store(request).put(
         name, upstream.name, environment, body.fields, body.provider_data, version, body.type
     )

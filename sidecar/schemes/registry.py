@@ -18,6 +18,7 @@ _BUILTINS = {
     "oauth2_client_credentials": "sidecar.schemes.oauth2:OAuth2ClientCredentials",
     "hmac": "sidecar.schemes.hmac:Hmac",
     "api_key": "sidecar.schemes.api_key:ApiKey",
+    "mtls": "sidecar.schemes.mtls:Mtls",
 }
 
 
