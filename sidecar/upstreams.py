@@ -6,6 +6,7 @@ hot path); an aiohttp ``ClientSession`` serves the scheme itself (token requests
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
 from collections.abc import AsyncIterator
@@ -38,6 +39,8 @@ class Upstream:
     pool: http1.Pool | None = field(default=None)
     prefix: str = field(init=False)  # origin and base path, what a relative path is appended to
     keys: tlskeys.TlsKeys | None = field(init=False)  # client TLS, when the scheme has mtls
+    _retired: aiohttp.ClientSession | None = field(default=None, init=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @classmethod
     def build(
@@ -80,7 +83,12 @@ class Upstream:
             timeout=self.cfg.timeout,
             pool_timeout=self.cfg.pool_timeout,
         )
-        self.session = aiohttp.ClientSession(
+        self.session = self._session(ctx)
+        self.scheme.bind(self.session)
+        return self.session
+
+    def _session(self, ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ctx, limit=256, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(
                 total=self.cfg.timeout, sock_connect=self.cfg.connect_timeout
@@ -89,8 +97,6 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
-        self.scheme.bind(self.session)
-        return self.session
 
     def pool_for(self, cred: Credential) -> http1.Pool:
         """The pool, its TLS switched to ``cred``'s client certificate when that is new.
@@ -114,8 +120,23 @@ class Upstream:
         if self.keys is None or cred is None or cred.upstream != self.name:
             return
         ctx = self.keys.ensure(cred)
-        if ctx is not None and self.pool is not None:
+        if ctx is None:
+            return
+        if self.pool is not None:
             self.pool.use_tls(ctx)
+        if self.session is not None:
+            self._swap_session(ctx)
+
+    def _swap_session(self, ctx: ssl.SSLContext) -> None:
+        """The scheme's own requests (a token endpoint behind the same mTLS) present the new
+        certificate too. The old session may have a token request in flight: it is closed at
+        the next swap, or with the upstream."""
+        if self._retired is not None:
+            self._closing.add(task := asyncio.create_task(self._retired.close()))
+            task.add_done_callback(self._closing.discard)
+        self._retired = self.session
+        self.session = self._session(ctx)
+        self.scheme.bind(self.session)
 
     @asynccontextmanager
     async def verify_session(
@@ -137,6 +158,8 @@ class Upstream:
             yield http
 
     async def close(self) -> None:
+        if self._retired is not None:
+            await self._retired.close()
         if self.pool is not None:
             await self.pool.close()
         if self.session is not None:

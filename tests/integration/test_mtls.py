@@ -97,7 +97,8 @@ async def test_peer_sees_the_stored_client_certificate(sidecar: Sidecar, bank: B
     assert status == 201 and saved["fields"] == {"client_certificate": pair.cert_pem}
     assert saved["secret_fields"] == ["client_private_key"]
     assert await serial_via_proxy(sidecar) == pair.serial
-    assert set(bank.seen) == {pair.serial}  # verify's handshake and the request
+    assert await scheme_session_serial(sidecar, bank) == pair.serial
+    assert set(bank.seen) == {pair.serial}  # verify's handshake and the requests
 
 
 async def test_composes_with_api_key(
@@ -186,6 +187,15 @@ async def test_rotation_under_load(sidecar: Sidecar, bank: Bank) -> None:
     assert len(during) == 200 and set(during) <= {old.serial, new.serial}
     later = await asyncio.gather(*(serial_via_proxy(sidecar) for _ in range(100)))
     assert after + later == [new.serial] * 170  # the old connections were closed, not pooled
+    assert await scheme_session_serial(sidecar, bank) == new.serial
+
+
+async def scheme_session_serial(sc: Sidecar, bank: Bank) -> int:
+    """What the scheme's own session (token requests, probes) presents to the peer."""
+    session = sc.runtime.upstreams["bank"].session
+    assert session is not None
+    async with session.get(f"{bank.url}/token") as resp:
+        return int((await resp.json())["serial"])
 
 
 async def test_expiry_metric_and_one_warning_per_version(
