@@ -24,6 +24,7 @@ from sidecar import config as config_mod
 from sidecar.errors import ConfigError
 from sidecar.logging import configure
 from sidecar.sandbox.demo import demo_credentials, demo_specs
+from sidecar.sandbox.mtls_peer import demo_pki
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
 from sidecar.sandbox.server import start_sandboxes
 from sidecar.server import Server
@@ -53,6 +54,7 @@ DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
     ),
     ("api_key (Azupay Authorization)", "GET", "/azupay/v1/balance", None),
     ("api_key (IntaSend Bearer + public key)", "GET", "/intasend/api/v1/wallets/", None),
+    ("mtls (client certificate in the TLS handshake)", "GET", "/bank-mtls/v1/accounts", None),
 ]
 
 
@@ -72,6 +74,7 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
     print(f"starting OpenBao dev server on 127.0.0.1:{port} ...")
     bao = await asyncio.to_thread(OpenBao(port=port).start)
     sandboxes = await start_sandboxes(demo_specs())
+    _write_demo_ca(cfg)
     token = secrets.token_urlsafe(24)  # this run's admin token, printed below for curl
     cfg = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"token": SecretStr(token)})})
     server = Server(cfg, "all")
@@ -102,6 +105,15 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
         await server.stop()
         await sandboxes.close()
         await asyncio.to_thread(bao.stop)
+
+
+def _write_demo_ca(cfg: config_mod.Config) -> None:
+    """The bank-mtls peer's CA is made in memory each run; the sidecar trusts it through the
+    upstream's ``ca_bundle``, so its certificate (public, no key) is written there."""
+    bank = cfg.upstreams.get("bank-mtls")
+    if bank is not None and bank.ca_bundle is not None:
+        bank.ca_bundle.parent.mkdir(parents=True, exist_ok=True)
+        bank.ca_bundle.write_text(demo_pki().ca.cert_pem)
 
 
 async def _store_demo_credentials(

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar.sandbox import api_key_peer, hmac_peer, oauth2, placetopay
+from sidecar.sandbox import api_key_peer, hmac_peer, mtls_peer, oauth2, placetopay
 from sidecar.sandbox.server import SandboxSpec
 
 PTP_LOGIN = "demo-site-login"
@@ -28,6 +28,7 @@ DEFAULT_PORTS = {
     "paynet-reports": 9103,
     "azupay": 9104,
     "intasend": 9105,
+    "bank-mtls": 9109,
 }
 
 
@@ -40,6 +41,7 @@ def demo_apps() -> dict[str, web.Application]:
         "paynet-reports": hmac_peer.make_app(hmac_peer.paynet_reports(PAYNET_SECRET)),
         "azupay": api_key_peer.make_app(api_key_peer.azupay(AZUPAY_KEY)),
         "intasend": api_key_peer.make_app(api_key_peer.intasend(INTASEND_SECRET, INTASEND_PUBLIC)),
+        "bank-mtls": mtls_peer.make_app(),
     }
 
 
@@ -47,8 +49,10 @@ def demo_specs(port_base: int = 9101) -> dict[str, SandboxSpec]:
     """The demo apps on ``config/dev.yaml``'s ports shifted to ``port_base``; 0 = free ports."""
     apps = demo_apps()
     shift = port_base - DEFAULT_PORTS["placetopay"]
+    pki = mtls_peer.demo_pki()
+    tls = {"bank-mtls": mtls_peer.server_context(pki.ca, pki.server)}  # https, client cert required
     return {
-        name: SandboxSpec(app, DEFAULT_PORTS[name] + shift if port_base else 0)
+        name: SandboxSpec(app, DEFAULT_PORTS[name] + shift if port_base else 0, tls.get(name))
         for name, app in apps.items()
     }
 
@@ -65,4 +69,9 @@ def demo_credentials() -> dict[str, dict[str, Any]]:
         "paynet-reports": body("paynet-reports", client_secret=PAYNET_SECRET),
         "azupay": body("azupay", api_key=AZUPAY_KEY),
         "intasend": body("intasend", api_key=INTASEND_SECRET, public_key=INTASEND_PUBLIC),
+        "bank-mtls": body(
+            "bank-mtls",
+            client_certificate=mtls_peer.demo_pki().client.cert_pem,
+            client_private_key=mtls_peer.demo_pki().client.key_pem,
+        ),
     }

@@ -17,6 +17,7 @@ import ipaddress
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 
 from aiohttp import web
 from cryptography import x509
@@ -156,3 +157,20 @@ def make_app() -> web.Application:
     app[SEEN] = []
     app.router.add_route("*", "/{tail:.*}", _answer)
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class DemoPki:
+    """``make run``'s bank: a CA, the peer's server certificate and the sidecar's client one."""
+
+    ca: TestCa
+    server: Issued
+    client: Issued
+
+
+@cache
+def demo_pki() -> DemoPki:
+    """Made in memory once per process, at first use, so the peer and the demo credential
+    agree; a new CA every run, so nothing from a demo can be trusted anywhere else."""
+    ca = TestCa("sandbox bank-mtls demo CA")
+    return DemoPki(ca, ca.server(), ca.client("sidecar-demo", days=90))

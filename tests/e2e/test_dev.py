@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105)
+PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105, 9109)
 
 
 def busy(port: int) -> bool:
@@ -38,7 +38,7 @@ def test_sidecar_dev_once_runs_the_demo() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("-> 201") == 5
-    assert out.stdout.count("  -> 200 ") == 6
+    assert out.stdout.count("-> 201") == 6
+    assert out.stdout.count("  -> 200 ") == 7
     for secret in ("demo-ptp-secretkey-0001", "demo-paynet-secret-0002", "SECR_DEMO_sandbox_0003"):
         assert secret not in out.stdout + out.stderr
