@@ -92,6 +92,12 @@ class TlsKeys:
         self.current = self._build(cred)
         return self.current.context
 
+    def drop(self) -> bool:
+        """Forget the context (the credential was deleted); True if there was one."""
+        had = self.current is not None
+        self.current = None
+        return had
+
     def _build(self, cred: Credential) -> ClientTls:
         self.credential = cred.name
         if not has_client_cert(cred):

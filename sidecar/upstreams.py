@@ -116,12 +116,19 @@ class Upstream:
         return pool
 
     def refresh_tls(self, cred: Credential | None) -> None:
-        """Build the client TLS of a new credential version (at sync and at first use)."""
-        if self.keys is None or cred is None or cred.upstream != self.name:
+        """Build the client TLS of a new credential version (at sync and at first use); drop
+        it when the credential is gone (at sync)."""
+        if self.keys is None:
+            return
+        if cred is None or cred.upstream != self.name:  # deleted: the key leaves memory too
+            if self.keys.drop():
+                self._use(tls_context(self.cafile))
             return
         ctx = self.keys.ensure(cred)
-        if ctx is None:
-            return
+        if ctx is not None:
+            self._use(ctx)
+
+    def _use(self, ctx: ssl.SSLContext) -> None:
         if self.pool is not None:
             self.pool.use_tls(ctx)
         if self.session is not None:

@@ -31,6 +31,7 @@ from sidecar.handlers.models import CredentialList, Saved, Verified, Versions, d
 from sidecar.logging import get_logger
 from sidecar.record import CredentialView, describe
 from sidecar.schemes.base import Credential
+from sidecar.schemes.mtls import CERT_FIELD
 
 log = get_logger("sidecar.admin")
 routes = web.RouteTableDef()
@@ -240,6 +241,8 @@ async def patch_credential(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude_none=True)
     if not changes:
         raise SidecarError("SC1002", "nothing to change: give enabled, fields or provider_data")
+    if CERT_FIELD in changes.get("fields", {}):  # unverified, it could break every handshake
+        raise SidecarError("SC1002", f"fields.{CERT_FIELD}: replace it with its key by PUT")
     await authorize(request, name, ("read", "update"))
     view = await credential_store(request).patch(name, changes, if_match(request))
     return json_response(dump(view), version=view.version)

@@ -116,6 +116,18 @@ async def test_composes_with_api_key(
     assert int(answer["serial"]) == pair.serial and "x-api-key" in answer["headers"]
 
 
+async def test_patch_cannot_swap_the_certificate(sidecar: Sidecar, bank: Bank) -> None:
+    """PATCH does not verify, so it may not change client_certificate: 422, no new version."""
+    pair = bank.ca.client()
+    assert (await put(sidecar, pair))[0] == 201
+    fields = {"client_certificate": bank.ca.client().cert_pem}
+    r = await sidecar.admin.patch("/v1/credentials/bank", json={"fields": fields})
+    assert r.status == 422 and (await r.json())["code"] == "SC1002"
+    r = await sidecar.admin.patch("/v1/credentials/bank", json={"enabled": True})
+    assert r.status == 200 and (await r.json())["version"] == 2
+    assert await serial_via_proxy(sidecar) == pair.serial  # a new version, the same pair
+
+
 @pytest.mark.parametrize(
     ("case", "code"),
     [("mismatched", "SC2018"), ("expired", "SC2019"), ("future", "SC2019"), ("foreign", "SC2020")],
@@ -234,6 +246,22 @@ async def test_stored_certificate_that_expired_is_refused_locally(
     text = await (await sidecar.admin.get("/metrics")).text()
     line = next(x for x in text.splitlines() if x.startswith("sidecar_client_certificate_expiry"))
     assert float(line.split()[-1]) < -86000
+
+
+async def test_deleting_the_credential_drops_its_context(sidecar: Sidecar, bank: Bank) -> None:
+    """After a delete and a sync the context (and the key in it) is gone, and so is the
+    credential's expiry series; requests get SC4002 as for any missing credential."""
+    assert (await put(sidecar, bank.ca.client()))[0] == 201
+    await serial_via_proxy(sidecar)
+    assert (await sidecar.admin.delete("/v1/credentials/bank")).status == 204
+    await sidecar.runtime.store.sync()
+    sidecar.runtime.refresh_tls()
+    keys = sidecar.runtime.upstreams["bank"].keys
+    assert keys is not None and keys.current is None
+    text = await (await sidecar.admin.get("/metrics")).text()
+    assert 'credential="bank"' not in text
+    r = await sidecar.proxy.get("/bank/x", headers={"Host": "127.0.0.1"})
+    assert (await r.json())["code"] == "SC4002"
 
 
 def _memfds() -> int:
