@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -142,9 +143,12 @@ async def _answer(request: web.Request) -> web.Response:
         return web.json_response({"error": "no client certificate"}, status=401)
     request.app[SEEN].append(serial)
     try:
-        delay = min(max(float(request.query.get("delay", "0")), 0.0), 2.0)
+        delay = float(request.query.get("delay", "0"))
     except ValueError:
+        delay = math.nan
+    if not math.isfinite(delay):
         return web.json_response({"error": "delay must be a number"}, status=400)
+    delay = min(max(delay, 0.0), 2.0)
     if delay:
         await asyncio.sleep(delay)
     headers = sorted(name.lower() for name in request.headers)

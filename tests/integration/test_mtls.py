@@ -202,6 +202,28 @@ async def test_rotation_under_load(sidecar: Sidecar, bank: Bank) -> None:
     assert await scheme_session_serial(sidecar, bank) == new.serial
 
 
+async def test_a_proxy_role_sidecar_switches_at_its_own_sync(
+    sidecar: Sidecar, bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """A second sidecar that learns of the replace only through its sync loop: requests in
+    flight across the sync all succeed, and every request after it carries the new serial."""
+    old, new = bank.ca.client("v1"), bank.ca.client("v2")
+    assert (await put(sidecar, old))[0] == 201
+    cfg = make_config({"bank": upstream(bank)}, cache={"refresh_interval": 0.2})
+    pod = await make_sidecar(cfg)
+    assert await serial_via_proxy(pod) == old.serial
+    assert (await put(sidecar, new))[0] == 200
+    flying = [asyncio.ensure_future(serial_via_proxy(pod, "?delay=0.3")) for _ in range(200)]
+    keys = pod.runtime.upstreams["bank"].keys
+    assert keys is not None
+    while keys.version != 2:  # the pod's own sync loop, nothing else, brings version 2
+        await asyncio.sleep(0.02)
+    after = await asyncio.gather(*(serial_via_proxy(pod) for _ in range(100)))
+    during = await asyncio.gather(*flying)
+    print(f"in flight across the sync: {during.count(old.serial)} old, {len(during)} total")
+    assert set(during) <= {old.serial, new.serial} and after == [new.serial] * 100
+
+
 async def scheme_session_serial(sc: Sidecar, bank: Bank) -> int:
     """What the scheme's own session (token requests, probes) presents to the peer."""
     session = sc.runtime.upstreams["bank"].session
