@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from sidecar.sandbox import mtls_peer
 from sidecar.sandbox.mtls_peer import Issued, TestCa
 from sidecar.sandbox.openbao import OpenBao
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
+from tests.leakscan import encodings
 
 
 @dataclass
@@ -296,15 +298,33 @@ def _memfds() -> int:
     return count
 
 
+def _tmp_files() -> set[str]:
+    """Every file under the temp dir (shared with other processes: vanishing ones skipped)."""
+    root = tempfile.gettempdir()
+    return {os.path.join(d, f) for d, _, files in os.walk(root) for f in files}
+
+
+def _read(path: str) -> bytes:
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block open()
+            return b""
+        with open(path, "rb") as f:
+            return f.read(10_000_000)
+    except OSError:  # gone already
+        return b""
+
+
 def _needles(pem: str) -> set[str]:
-    """The key as PEM, as DER in base64 and hex, and each PEM body line."""
+    """The key as PEM (raw, base64, hex: leakscan's forms), as DER in base64 and hex, and
+    each PEM body line."""
     der = serialization.load_pem_private_key(pem.encode(), None).private_bytes(
         serialization.Encoding.DER,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     lines = {line for line in pem.splitlines() if line and "-----" not in line}
-    return {pem, base64.b64encode(der).decode(), der.hex(), der.hex().upper(), *lines}
+    der_forms = {base64.b64encode(der).decode(), der.hex(), der.hex().upper()}
+    return {*encodings(pem), *der_forms, *lines}
 
 
 async def test_private_key_leaks_nowhere_and_touches_no_disk(
@@ -313,8 +333,7 @@ async def test_private_key_leaks_nowhere_and_touches_no_disk(
     """The key is in no log line, response, /metrics or raw KV record, no memfd stays open
     and no file in the temp dir holds it."""
     pair, rotated = bank.ca.client(), bank.ca.client()
-    tmp = Path(tempfile.gettempdir())
-    files_before = {p for p in tmp.rglob("*") if p.is_file()}
+    files_before = _tmp_files()
     memfds_before = _memfds()
     seen: list[str] = []
     with capture_logs() as logs:
@@ -333,8 +352,8 @@ async def test_private_key_leaks_nowhere_and_touches_no_disk(
         hits = [n[:12] for n in _needles(key) for text in seen if n in text]
         assert hits == []
     assert _memfds() == memfds_before == 0
-    new_files = {p for p in tmp.rglob("*") if p.is_file()} - files_before
+    new_files = _tmp_files() - files_before
     for path in new_files:
-        data = path.read_bytes() if path.stat().st_size < 10_000_000 else b""
+        data = _read(path)
         assert b"PRIVATE KEY" not in data and pair.key_pem.encode() not in data
     print(f"scanned {len(seen)} texts, {len(logs)} log events, {len(new_files)} new tmp files")
