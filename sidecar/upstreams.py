@@ -101,9 +101,10 @@ class Upstream:
     def pool_for(self, cred: Credential) -> http1.Pool:
         """The pool, its TLS switched to ``cred``'s client certificate when that is new.
 
-        One integer comparison per request when nothing changed. Runs for the first request
-        that sees a new version (or at sync, ``refresh_tls``): from then on new connections
-        present the new certificate; pooled ones are closed after their current request.
+        An integer comparison and a clock read per request when nothing changed (the clock:
+        an expired certificate is refused here, SC4061, before anything is sent). The first
+        request that sees a new version (or the sync, ``refresh_tls``) switches the pool: new
+        connections present the new certificate, pooled ones close after their request.
         """
         pool = self.pool
         if pool is None:
@@ -165,6 +166,8 @@ class Upstream:
             yield http
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._retired is not None:
             await self._retired.close()
         if self.pool is not None:
