@@ -35,6 +35,7 @@ from sidecar.schemes.mtls import CERT_FIELD
 
 log = get_logger("sidecar.admin")
 routes = web.RouteTableDef()
+MTLS_REFUSALS = ("SC2017", "SC2018", "SC2019", "SC2020", "SC2021")  # verify of an mtls pair
 
 
 class _Body(BaseModel):
@@ -102,7 +103,7 @@ async def _verify_then_save(
     "Create or replace; the provider verifies the credential before it is saved",
     Ok(201, "Created", CredentialView, etag=True),
     Ok(200, "Replaced", CredentialView, etag=True),
-    errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006"),
+    errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006", *MTLS_REFUSALS),
     params=("name", "If-Match"),
     body=PutBody,
 )
@@ -120,7 +121,7 @@ async def put_credential(request: web.Request) -> web.Response:
     "Pismo-compatible create-or-replace, saved as <provider>-<type> (lowercased)",
     Ok(201, "Created", Saved),
     Ok(200, "Replaced", Saved),
-    errors=("SC1004", "SC2002", "SC2004", "SC2005", "SC2006", *VAULT),
+    errors=("SC1004", "SC2002", "SC2004", "SC2005", "SC2006", *VAULT, *MTLS_REFUSALS),
     body=PismoBody,
 )
 async def pismo_create(request: web.Request) -> web.Response:
