@@ -10,6 +10,7 @@ provider first); then makes one proxied call per scheme and prints it as a curl 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ from sidecar import config as config_mod
 from sidecar.errors import ConfigError
 from sidecar.logging import configure
 from sidecar.sandbox.demo import demo_credentials, demo_specs
+from sidecar.sandbox.mtls_peer import demo_pki
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao
 from sidecar.sandbox.server import SandboxSpec, start_sandboxes
 from sidecar.server import Server
@@ -79,6 +81,7 @@ DEMO_CALLS: list[tuple[str, str, str, dict[str, Any] | None]] = [
         "/kopokopo/api/v2/incoming_payments",
         STK_BODY,
     ),
+    ("mtls (client certificate in the TLS handshake)", "GET", "/bank-mtls/v1/accounts", None),
 ]
 
 
@@ -98,6 +101,7 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
     print(f"starting OpenBao dev server on 127.0.0.1:{port} ...")
     bao = await asyncio.to_thread(OpenBao(port=port).start)
     sandboxes = await start_sandboxes(_sandbox_specs(cfg))
+    _write_demo_ca(cfg)
     token = secrets.token_urlsafe(24)  # this run's admin token, printed below for curl
     cfg = cfg.model_copy(update={"admin": cfg.admin.model_copy(update={"token": SecretStr(token)})})
     server = Server(cfg, "all")
@@ -140,8 +144,17 @@ def _sandbox_specs(cfg: config_mod.Config) -> dict[str, SandboxSpec]:
         upstream = cfg.upstreams.get(name)
         port = URL(upstream.url).port if upstream is not None else None
         if port:
-            specs[name] = SandboxSpec(spec.app, port)
+            specs[name] = dataclasses.replace(spec, port=port)
     return specs
+
+
+def _write_demo_ca(cfg: config_mod.Config) -> None:
+    """The bank-mtls peer's CA is made in memory each run; the sidecar trusts it through the
+    upstream's ``ca_bundle``, so its certificate (public, no key) is written there."""
+    bank = cfg.upstreams.get("bank-mtls")
+    if bank is not None and bank.ca_bundle is not None:
+        bank.ca_bundle.parent.mkdir(parents=True, exist_ok=True)
+        bank.ca_bundle.write_text(demo_pki().ca.cert_pem)
 
 
 async def _store_demo_credentials(

@@ -55,6 +55,12 @@ CODES: dict[str, Code] = {
         Code("SC2014", 422, "JWS private_key does not fit the algorithm (type, curve or size)"),
         Code("SC2015", 422, "JWS private_key is encrypted; store it unencrypted"),
         Code("SC2016", 422, "JWS private_key holds a public key or certificate"),
+        # SC2017-SC2021: mTLS client certificates (schemes/mtls.py, tlskeys.py)
+        Code("SC2017", 422, "Client certificate or private key is not usable PEM"),
+        Code("SC2018", 422, "Client private key does not match the client certificate"),
+        Code("SC2019", 422, "Client certificate is expired or not yet valid"),
+        Code("SC2020", 422, "Provider's TLS handshake rejected the client certificate"),
+        Code("SC2021", 422, "Client certificate is not for TLS client authentication"),
         # SC3xxx: Vault
         Code("SC3001", 503, "Vault is unavailable"),
         Code("SC3002", 503, "Vault denied an operation the sidecar needs"),
@@ -105,6 +111,9 @@ CODES: dict[str, Code] = {
         Code("SC4055", 400, "Request body is not JSON, which the JWS claims need ({body_json})"),
         Code("SC4056", 413, "Signed JWS would exceed the upstream's max_token_bytes"),
         Code("SC4057", 503, "Stored JWS private key cannot sign with the upstream's algorithm"),
+        # SC4060-SC4064: upstream mTLS (tlskeys.py)
+        Code("SC4060", 503, "Stored client certificate or key cannot be loaded into TLS"),
+        Code("SC4061", 503, "Stored client certificate has expired or is not yet valid"),
         # SC5xxx: proxy keys
         Code("SC5001", 401, "Proxy key required"),
         Code("SC5002", 401, "Proxy key invalid, disabled or expired"),

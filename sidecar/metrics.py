@@ -165,3 +165,22 @@ class _RuntimeCollector(Collector):
         creds = GaugeMetricFamily("sidecar_cached_credentials", "Credentials held in memory")
         creds.add_metric([], float(rt.store.cached_count))
         yield creds
+        yield _client_cert_expiry(rt)
+
+
+def _client_cert_expiry(rt: Runtime) -> Metric:
+    """Seconds until each loaded client certificate's notAfter (negative once expired)."""
+    gauge = GaugeMetricFamily(
+        "sidecar_client_certificate_expiry_seconds",
+        "Seconds until the credential's client certificate expires (mtls)",
+        labels=["credential"],
+    )
+    seen: dict[str, float] = {}
+    for upstream in rt.upstreams.values():
+        keys = upstream.keys
+        left = None if keys is None else keys.seconds_left()
+        if keys is not None and left is not None:
+            seen[keys.credential] = left
+    for name, left in sorted(seen.items()):
+        gauge.add_metric([name], left)
+    return gauge

@@ -187,7 +187,15 @@ class Runtime:
         await self.vault.ensure_transit_key()
         loaded = await self.store.sync()
         await self.keys.sync()
+        self.refresh_tls()
         return loaded
+
+    def refresh_tls(self) -> None:
+        """At load and after each sync: client TLS for new credential versions (mtls), so the
+        expiry metric and warning follow the store without waiting for a request."""
+        for upstream in self.upstreams.values():
+            if upstream.keys is not None:
+                upstream.refresh_tls(self.store.peek(upstream.cfg.credential))
 
     async def _sync_loop(self) -> None:
         interval = self.config.cache.refresh_interval
@@ -198,6 +206,7 @@ class Runtime:
                 return
             try:
                 changed = await self.store.sync() + await self.keys.sync()
+                self.refresh_tls()
             except Exception as exc:  # serve the cache (up to max_stale), report, try again
                 self.report("cache-sync", exc)
                 continue

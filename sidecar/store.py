@@ -83,6 +83,10 @@ class CredentialStore:
             self.cache_hits += 1
         return cred
 
+    def peek(self, name: str) -> Credential | None:
+        """The cached credential, not counted as a lookup (for housekeeping, not requests)."""
+        return self._cache.get(name)
+
     async def get(self, name: str) -> Credential | None:
         """Cache first; on a miss read and decrypt once (the first request after start)."""
         cred = self.cached(name)

@@ -6,16 +6,22 @@ hot path); an aiohttp ``ClientSession`` serves the scheme itself (token requests
 
 from __future__ import annotations
 
+import asyncio
 import os
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import aiohttp
 from yarl import URL
 
+from sidecar import tlskeys
 from sidecar.config import Config, UpstreamConfig
+from sidecar.errors import SidecarError
 from sidecar.proxy import client as http1
-from sidecar.schemes.base import Scheme, SchemeOptions, UpstreamContext
+from sidecar.schemes.base import Credential, Scheme, SchemeOptions, UpstreamContext
+from sidecar.schemes.mtls import CERT_FIELD
 from sidecar.schemes.registry import build_scheme
 from sidecar.store import FieldSpec
 from sidecar.webhooksig import WebhookSignature
@@ -33,6 +39,9 @@ class Upstream:
     session: aiohttp.ClientSession | None = field(default=None)
     pool: http1.Pool | None = field(default=None)
     prefix: str = field(init=False)  # origin and base path, what a relative path is appended to
+    keys: tlskeys.TlsKeys | None = field(init=False)  # client TLS, when the scheme has mtls
+    _retired: aiohttp.ClientSession | None = field(default=None, init=False)
+    _closing: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @classmethod
     def build(
@@ -46,6 +55,12 @@ class Upstream:
 
     def __post_init__(self) -> None:
         self.prefix = str(self.url.origin()) + self.url.raw_path.rstrip("/")
+        mtls = CERT_FIELD in self.spec.public
+        self.keys = tlskeys.TlsKeys(self.name, self.cafile) if mtls else None
+
+    @property
+    def cafile(self) -> str | None:
+        return str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None
 
     def accepts(self, host: str, port: int | None) -> bool:
         """Forward-proxy match: a declared name on a default port, or exactly the url's origin."""
@@ -55,7 +70,7 @@ class Upstream:
 
     def open(self) -> aiohttp.ClientSession:
         """Pools for the upstream; TLS always verified, optionally with a CA bundle."""
-        ctx = tls_context(str(self.cfg.ca_bundle) if self.cfg.ca_bundle else None)
+        ctx = tls_context(self.cafile)
         self.pool = http1.Pool(
             self.url,
             ctx if self.url.scheme == "https" else None,
@@ -64,7 +79,12 @@ class Upstream:
             timeout=self.cfg.timeout,
             pool_timeout=self.cfg.pool_timeout,
         )
-        self.session = aiohttp.ClientSession(
+        self.session = self._session(ctx)
+        self.scheme.bind(self.session)
+        return self.session
+
+    def _session(self, ctx: ssl.SSLContext) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=ctx, limit=256, ttl_dns_cache=300),
             timeout=aiohttp.ClientTimeout(
                 total=self.cfg.timeout, sock_connect=self.cfg.connect_timeout
@@ -73,10 +93,79 @@ class Upstream:
             cookie_jar=aiohttp.DummyCookieJar(),
             trust_env=False,
         )
+
+    def pool_for(self, cred: Credential) -> http1.Pool:
+        """The pool, its TLS switched to ``cred``'s client certificate when that is new.
+
+        An integer comparison and a clock read per request when nothing changed (the clock:
+        an expired certificate is refused here, SC4061, before anything is sent). The first
+        request that sees a new version (or the sync, ``refresh_tls``) switches the pool: new
+        connections present the new certificate, pooled ones close after their request.
+        """
+        pool = self.pool
+        if pool is None:
+            raise SidecarError("SC1000", "sidecar is not started")
+        keys = self.keys
+        if keys is not None:
+            if keys.version != cred.version:
+                self.refresh_tls(cred)
+            keys.check()
+        return pool
+
+    def refresh_tls(self, cred: Credential | None) -> None:
+        """Build the client TLS of a new credential version (at sync and at first use); drop
+        it when the credential is gone (at sync)."""
+        if self.keys is None:
+            return
+        if cred is None or cred.upstream != self.name:  # deleted: the key leaves memory too
+            if self.keys.drop():
+                self._use(tls_context(self.cafile))
+            return
+        ctx = self.keys.ensure(cred)
+        if ctx is not None:
+            self._use(ctx)
+
+    def _use(self, ctx: ssl.SSLContext) -> None:
+        if self.pool is not None:
+            self.pool.use_tls(ctx)
+        if self.session is not None:
+            self._swap_session(ctx)
+
+    def _swap_session(self, ctx: ssl.SSLContext) -> None:
+        """The scheme's own requests (a token endpoint behind the same mTLS) present the new
+        certificate too. The old session may have a token request in flight: it is closed at
+        the next swap, or with the upstream."""
+        if self._retired is not None:
+            self._closing.add(task := asyncio.create_task(self._retired.close()))
+            task.add_done_callback(self._closing.discard)
+        self._retired = self.session
+        self.session = self._session(ctx)
         self.scheme.bind(self.session)
-        return self.session
+
+    @asynccontextmanager
+    async def verify_session(
+        self, cred: Credential, pooled: aiohttp.ClientSession
+    ) -> AsyncIterator[aiohttp.ClientSession]:
+        """The session a verify uses: one presenting the candidate's client certificate (a
+        throwaway, closed after) when the scheme has mtls, else the upstream's own."""
+        if self.keys is None:
+            yield pooled
+            return
+        ctx, _ = tlskeys.client_context(cred, self.cafile)
+        connector = aiohttp.TCPConnector(ssl=ctx, force_close=True, limit=4)
+        async with aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+        ) as http:
+            yield http
 
     async def close(self) -> None:
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        if self._retired is not None:
+            await self._retired.close()
         if self.pool is not None:
             await self.pool.close()
         if self.session is not None:

@@ -38,9 +38,13 @@ from sidecar.handlers.models import (
 from sidecar.logging import get_logger
 from sidecar.record import CredentialView, describe
 from sidecar.schemes.base import Credential, Verification, verification_of
+from sidecar.schemes.mtls import CERT_FIELD
 
 log = get_logger("sidecar.admin")
 routes = web.RouteTableDef()
+MTLS_REFUSALS = ("SC2017", "SC2018", "SC2019", "SC2020", "SC2021")  # verify of an mtls pair
+JWS_REFUSALS = ("SC2013", "SC2014", "SC2015", "SC2016")  # verify of a jws private key
+KEY_REFUSALS = (*JWS_REFUSALS, *MTLS_REFUSALS)
 
 
 class _Body(BaseModel):
@@ -96,7 +100,8 @@ async def _verify_then_save(
         created_at=stamp,
         updated_at=stamp,
     )
-    await upstream.scheme.verify(candidate, rt.session_for(upstream.name))
+    async with upstream.verify_session(candidate, rt.session_for(upstream.name)) as http:
+        await upstream.scheme.verify(candidate, http)
     view, created = await credential_store(request).put(
         name, upstream.name, environment, body.fields, body.provider_data, version, body.type
     )
@@ -109,7 +114,7 @@ async def _verify_then_save(
     "Create or replace; the provider verifies the credential before it is saved",
     Ok(201, "Created", SavedCredential, etag=True),
     Ok(200, "Replaced", SavedCredential, etag=True),
-    errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006"),
+    errors=(*NAMED, "SC2002", "SC2003", "SC2004", "SC2005", "SC2006", *KEY_REFUSALS),
     params=("name", "If-Match"),
     body=PutBody,
 )
@@ -128,7 +133,7 @@ async def put_credential(request: web.Request) -> web.Response:
     "Pismo-compatible create-or-replace, saved as <provider>-<type> (lowercased)",
     Ok(201, "Created", Saved),
     Ok(200, "Replaced", Saved),
-    errors=("SC1004", "SC2002", "SC2004", "SC2005", "SC2006", *VAULT),
+    errors=("SC1004", "SC2002", "SC2004", "SC2005", "SC2006", *VAULT, *KEY_REFUSALS),
     body=PismoBody,
 )
 async def pismo_create(request: web.Request) -> web.Response:
@@ -249,6 +254,8 @@ async def patch_credential(request: web.Request) -> web.Response:
     changes = body.model_dump(exclude_none=True)
     if not changes:
         raise SidecarError("SC1002", "nothing to change: give enabled, fields or provider_data")
+    if CERT_FIELD in changes.get("fields", {}):  # unverified, it could break every handshake
+        raise SidecarError("SC1002", f"fields.{CERT_FIELD}: replace it with its key by PUT")
     await authorize(request, name, ("read", "update"))
     view = await credential_store(request).patch(name, changes, if_match(request))
     return json_response(dump(view), version=view.version)

@@ -167,6 +167,7 @@ class _Conn(asyncio.Protocol):
         self.at_start = False  # the next byte must begin a status line
         self.line_end = False  # the last byte fed before the final head was CR or LF
         self.written = 0  # of this request: an index into SENT
+        self.tls_gen = pool._tls_gen  # the pool's TLS context when this connection was made
 
     # -- transport callbacks
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -520,6 +521,7 @@ class Pool:
         self._waiters: deque[asyncio.Future[_Conn | None]] = deque()
         self._open = 0  # connections counted against limit: connecting, busy or idle
         self._closed = False
+        self._tls_gen = 0  # bumped by use_tls; a connection of an older one is not reused
 
     @property
     def idle_count(self) -> int:
@@ -583,6 +585,16 @@ class Pool:
         if text.count("\n") != crlf or text.count("\r") != crlf or " " in target:
             raise ValueError("CR, LF or space inside the request line or a header")
         return text.encode("utf-8", "surrogateescape")  # as aiohttp decoded the app's bytes
+
+    def use_tls(self, ssl_context: ssl.SSLContext) -> None:
+        """New connections use ``ssl_context`` (a replaced client certificate); idle ones close
+        now, busy ones after their current request (``_put_idle``), never in the middle of it."""
+        if self._ssl is None:
+            return
+        self._ssl = ssl_context
+        self._tls_gen += 1
+        for conn in list(self._idle):
+            conn.close()
 
     async def close(self) -> None:
         """Close idle connections and refuse new requests; requests in flight finish."""
@@ -674,7 +686,8 @@ class Pool:
         conn.active = False
         conn.reused = True
         conn.resp = None
-        if self._closed or conn.dead or conn.transport.is_closing():
+        stale = conn.tls_gen != self._tls_gen  # made with a replaced client certificate
+        if self._closed or conn.dead or conn.transport.is_closing() or stale:
             conn.close()
             return
         while self._waiters:

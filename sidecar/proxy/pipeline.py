@@ -195,10 +195,9 @@ async def forward(
     grant.check_body(request.method, body)
     url, body = await placeholders.rewrite(upstream.cfg, cred, url, headers, body)  # then sign
     outbound = OutboundRequest(request.method, url, headers, body)
-    if upstream.pool is None:
-        raise SidecarError("SC1000", "sidecar is not started")
+    pool = upstream.pool_for(cred)  # SC1000 if not started; client TLS of this version (mtls)
     started = time.perf_counter()
-    reply = await send(upstream.pool, scheme, outbound, cred, stream, request.content_length)
+    reply = await send(pool, scheme, outbound, cred, stream, request.content_length)
     return upstream, reply, started
 
 

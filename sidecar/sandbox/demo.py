@@ -14,7 +14,15 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from sidecar.sandbox import api_key_peer, duitnow, hmac_peer, kopokopo, oauth2, placetopay
+from sidecar.sandbox import (
+    api_key_peer,
+    duitnow,
+    hmac_peer,
+    kopokopo,
+    mtls_peer,
+    oauth2,
+    placetopay,
+)
 from sidecar.sandbox.server import SandboxSpec
 
 PTP_LOGIN = "demo-site-login"
@@ -44,6 +52,7 @@ DEFAULT_PORTS = {
     "pix-partner": 9107,
     "paynet-duitnow": 9108,
     "kopokopo": 9106,
+    "bank-mtls": 9109,
 }
 
 
@@ -91,6 +100,7 @@ def demo_apps() -> dict[str, web.Application]:
                 clients={KOPOKOPO_ID: KOPOKOPO_SECRET}, webhook_key=KOPOKOPO_API_KEY
             )
         ),
+        "bank-mtls": mtls_peer.make_app(),
     }
 
 
@@ -110,8 +120,10 @@ def demo_specs(port_base: int = 9101) -> dict[str, SandboxSpec]:
     """The demo apps on ``config/dev.yaml``'s ports shifted to ``port_base``; 0 = free ports."""
     apps = demo_apps()
     shift = port_base - DEFAULT_PORTS["placetopay"]
+    pki = mtls_peer.demo_pki()
+    tls = {"bank-mtls": mtls_peer.server_context(pki.ca, pki.server)}  # https, client cert required
     return {
-        name: SandboxSpec(app, DEFAULT_PORTS[name] + shift if port_base else 0)
+        name: SandboxSpec(app, DEFAULT_PORTS[name] + shift if port_base else 0, tls.get(name))
         for name, app in apps.items()
     }
 
@@ -144,5 +156,10 @@ def demo_credentials() -> dict[str, dict[str, Any]]:
             client_id=KOPOKOPO_ID,
             client_secret=KOPOKOPO_SECRET,
             api_key=KOPOKOPO_API_KEY,
+        ),
+        "bank-mtls": body(
+            "bank-mtls",
+            client_certificate=mtls_peer.demo_pki().client.cert_pem,
+            client_private_key=mtls_peer.demo_pki().client.key_pem,
         ),
     }

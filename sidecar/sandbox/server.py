@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,6 +22,7 @@ from aiohttp import web
 class SandboxSpec:
     app: web.Application
     port: int = 0
+    tls: ssl.SSLContext | None = None  # served over https (the mTLS peer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,12 +31,13 @@ class RunningSandbox:
     app: web.Application
     host: str
     port: int
+    tls: bool = False
 
     @property
     def url(self) -> str:
         """Base URL without a trailing slash, e.g. ``http://127.0.0.1:9101``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class Sandboxes:
@@ -103,9 +106,9 @@ async def start_one(
     except OSError:
         await runner.cleanup()
         raise
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=spec.tls).start()
     port = int(sock.getsockname()[1])
-    return RunningSandbox(name, spec.app, host, port), runner
+    return RunningSandbox(name, spec.app, host, port, spec.tls is not None), runner
 
 
 async def start_sandboxes(

@@ -19,6 +19,7 @@ _BUILTINS = {
     "hmac": "sidecar.schemes.hmac:Hmac",
     "api_key": "sidecar.schemes.api_key:ApiKey",
     "jws": "sidecar.schemes.jws:Jws",
+    "mtls": "sidecar.schemes.mtls:Mtls",
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105, 9106, 9107, 9108)
+PORTS = (18200, 8080, 8081, 8099, 9101, 9102, 9103, 9104, 9105, 9106, 9107, 9108, 9109)
 
 
 def busy(port: int) -> bool:
@@ -38,8 +38,8 @@ def test_sidecar_dev_once_runs_the_demo() -> None:
         cwd=ROOT,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    assert out.stdout.count("-> 201") == 8  # 7 credentials stored, 1 Kopokopo STK push
-    assert out.stdout.count("  -> 200 ") == 7
+    assert out.stdout.count("-> 201") == 9  # 8 credentials stored, 1 Kopokopo STK push
+    assert out.stdout.count("  -> 200 ") == 8
     assert "BEGIN PRIVATE KEY" not in out.stdout + out.stderr
     for secret in (
         "demo-ptp-secretkey-0001",

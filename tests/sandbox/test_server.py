@@ -9,6 +9,7 @@ import hmac
 import json
 import secrets
 import signal
+import ssl
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +29,9 @@ from sidecar.sandbox.api_key_peer import ApiKeyPeerConfig
 from sidecar.sandbox.api_key_peer import make_app as api_key_app
 from sidecar.sandbox.oauth2 import OAUTH2_STATE
 from sidecar.sandbox.server import Sandboxes, SandboxSpec, start_sandboxes
+from sidecar.tlskeys import load_chain
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def key_app(key: str) -> web.Application:
@@ -136,12 +140,29 @@ async def paynet_status(
 
 
 def test_demo_ports_match_dev_yaml() -> None:
-    """By default each demo peer listens on the port of its config/dev.yaml upstream."""
+    """By default the demo peers use config/dev.yaml's ports (and its scheme, https for TLS)."""
     ports = {name: spec.port for name, spec in demo.demo_specs().items()}
     assert ports == demo.DEFAULT_PORTS
-    dev = config.load(Path(__file__).resolve().parents[2] / "config/dev.yaml", {})
-    assert ports == {name: URL(dev.upstreams[name].url).port for name in ports}
-    assert len(set(ports.values())) == len(ports)
+    dev = config.load(ROOT / "config" / "dev.yaml", {})
+    assert {name: URL(u.url).port for name, u in dev.upstreams.items()} == ports
+    tls = {name for name, spec in demo.demo_specs().items() if spec.tls is not None}
+    assert tls == {name for name, u in dev.upstreams.items() if u.url.startswith("https:")}
+
+
+async def test_demo_bank_requires_the_demo_client_certificate(demo_sandboxes: Sandboxes) -> None:
+    """The https demo peer answers the demo credential's certificate and refuses none."""
+    pki = demo.mtls_peer.demo_pki()
+    url = demo_sandboxes.url("bank-mtls") + "/v1/accounts"
+    assert url.startswith("https://")
+    with_cert = ssl.create_default_context(cadata=pki.ca.cert_pem)
+    load_chain(with_cert, pki.client.cert_pem, pki.client.key_pem)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url, ssl=with_cert) as resp:
+            assert int((await resp.json())["serial"]) == pki.client.serial
+        with pytest.raises(aiohttp.ClientError):
+            bare = ssl.create_default_context(cadata=pki.ca.cert_pem)
+            async with http.get(url, ssl=bare) as resp:
+                await resp.read()
 
 
 async def test_module_main_prints_json_and_stops() -> None:

@@ -43,3 +43,24 @@ def test_the_engine_imports_no_handler_and_no_aiohttp_server(path: Path) -> None
     """The engine imports neither ``sidecar.handlers`` nor ``aiohttp.web``: one engine, no app."""
     found = imported(path)
     assert not {m for m in found if m.startswith(("sidecar.handlers", "aiohttp.web"))}
+
+
+_NOT_FOR_SCHEMES = (
+    "sidecar.proxy",
+    "sidecar.upstreams",
+    "sidecar.tlskeys",
+    "sidecar.vault",
+    "sidecar.store",
+    "sidecar.handlers",
+    "ssl",
+)
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "schemes").glob("*.py")), ids=lambda p: p.name)
+def test_schemes_import_no_wire_no_tls_pool_no_vault(path: Path) -> None:
+    """A scheme knows OutboundRequest and Credential only: not the engine, the upstream pools or
+    their TLS contexts (``mtls`` checks PEM with ``cryptography``; tlskeys loads it), Vault or
+    a handler."""
+    found = imported(path)
+    banned = {m for m in found for b in _NOT_FOR_SCHEMES if m == b or m.startswith(b + ".")}
+    assert banned == set()
