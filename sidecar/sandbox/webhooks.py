@@ -5,8 +5,9 @@ HMAC-SHA256 of the raw body keyed with the OAuth application's API key (k2-conne
 ``Helpers\\Auth``, k2-connect-node ``lib/helpers/auth.js``). A peer calls :func:`add_sender` to
 get ``POST /_sandbox/webhooks/send`` with ``{"url": ..., "event": {...}}``: the event is wrapped
 in Kopokopo's envelope (``topic``, ``id``, ``created_at``, ``event.resource``), signed with the
-peer's key and delivered. Targets are loopback only: a sandbox must not become a way to POST
-anywhere.
+peer's key and delivered; the answer says the receiver's status and, when it is JSON, its body
+(so a send straight to the sidecar's verify endpoint shows the verdict). Targets are loopback
+only: a sandbox must not become a way to POST anywhere.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sidecar import webhooksig
 from sidecar.hostguard import is_local_name
 
 PATH = "/_sandbox/webhooks/send"
+ANSWER_MAX = 4096
 KOPOKOPO = webhooksig.WebhookSignature.model_validate(webhooksig.PRESETS["kopokopo"])
 
 
@@ -84,11 +86,24 @@ class Sender:
                 aiohttp.ClientSession() as http,
                 http.post(wanted.url, data=body, headers=headers) as resp,
             ):
-                status = resp.status
+                status, answer = resp.status, await _answer(resp)
         except aiohttp.ClientError as exc:
             return web.json_response({"error": f"delivery failed: {exc!r}"}, status=502)
         self.sent += 1
-        return web.json_response({"delivered": status, "id": json.loads(body)["id"]})
+        event_id = json.loads(body)["id"]
+        return web.json_response({"delivered": status, "id": event_id, "answer": answer})
+
+
+async def _answer(resp: aiohttp.ClientResponse) -> Any:
+    """The receiver's JSON answer (at most 4 KiB), else None: sent straight to the sidecar's
+    verify endpoint, a webhook's verdict is then visible to whoever asked for the send."""
+    raw = await resp.content.read(ANSWER_MAX + 1)
+    if len(raw) > ANSWER_MAX:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
 
 
 SENDER = web.AppKey("webhook_sender", Sender)

@@ -54,9 +54,14 @@ def walkthrough_steps(readme: str) -> list[Step]:
     """The shell blocks between the markers, split into commands with their expectations."""
     match = re.search(r"<!-- walkthrough -->(.*?)<!-- /walkthrough -->", readme, re.S)
     assert match, "README.md lost its <!-- walkthrough --> markers"
-    blocks = re.findall(r"```sh\n(.*?)```", match.group(1), re.S)
+    return parse_steps("\n".join(re.findall(r"```sh\n(.*?)```", match.group(1), re.S)))
+
+
+def parse_steps(text: str) -> list[Step]:
+    """Shell text split into commands (continuation lines joined), each with the ``# ->``
+    answer documented under it."""
     steps: list[Step] = []
-    lines = iter("\n".join(blocks).splitlines())
+    lines = iter(text.splitlines())
     expecting = False
     for line in lines:
         if m := EXPECT.match(line):
