@@ -122,8 +122,10 @@ async def _run(cfg: config_mod.Config, once: bool) -> int:
         print(f"  curl -s -H 'Authorization: Bearer {token}' {admin}/v1/credentials")
         print("  (both roles share this process, so a change applies at once; in production it")
         print("  reaches the pods' proxy-role sidecars at their next sync, cache.refresh_interval)")
-        print(f"local API: http://{cfg.listen.local}   (read-only: /healthz /readyz /metrics)")
-        print(f"metrics:   http://{cfg.listen.local}/metrics")
+        local = f"http://{cfg.listen.local}"
+        print(f"local API: {local}   (read-only: /healthz /readyz /metrics /v1/status /v1/ca.pem)")
+        print(f"metrics:   {local}/metrics")
+        print("README.md 'Examples against make run' has a curl example for every provider")
         if once:
             return 0 if ok else 1
         print("\nsidecar running; Ctrl-C to stop")
