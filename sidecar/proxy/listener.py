@@ -33,17 +33,16 @@ Framing rules it keeps (h11 states them the same way; llhttp enforces the syntax
 
 CONNECT is answered here too, so every mode runs on this one engine: a CONNECT to a host that
 interception terminates (``proxy/intercept.py``) gets the 200 line, the connection moves under
-TLS, and a new :class:`ProxyProtocol` serves the tunnel with a router bound to that host; any
-other CONNECT is refused (403) on the error path of every other refusal, and the connection
-closed. Tunnels are connections of the listener like the others: keep-alive, pipelining,
-limits and graceful stop are the same.
+TLS, and a ``connect.TunnelProtocol`` (this protocol on the TLS transport) serves the tunnel with
+a router bound to that host (``proxy/connect.py``); any other CONNECT is refused (403) on the
+error path of every other refusal, and the connection closed. Tunnels are connections of the
+listener like the others: keep-alive, pipelining, limits and graceful stop are the same.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING, cast
@@ -69,7 +68,6 @@ MAX_HEAD = 64 * 1024  # request line plus headers
 MAX_HEADERS = 128
 KEEPALIVE = 75.0  # idle keep-alive connections are closed after this (aiohttp's default)
 MAX_PIPELINE = 16
-TUNNEL_READ = 64 * 1024  # decrypted bytes an intercepted connection takes per read
 
 
 class _Stop(Exception):
@@ -569,48 +567,6 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
 
-class TunnelProtocol(ProxyProtocol, asyncio.BufferedProtocol):
-    """``ProxyProtocol`` on an intercepted TLS transport, reading through a buffer of its own.
-
-    Why: given a plain protocol, the TLS layer (uvloop's and asyncio's ``SSLProtocol``)
-    decrypts each read into a fresh 256 KiB ``bytes``; given a buffered one, into this buffer.
-    Everything else is the plain connection's code.
-    """
-
-    def __init__(self, listener: ProxyListener, router: Router) -> None:
-        super().__init__(listener, router)
-        self._buffer = bytearray(TUNNEL_READ)
-        # A view, not the bytearray: asyncio's SSL layer reads a second TLS record into
-        # ``buf[offset:]``, which for a bytearray is a copy, so those bytes were lost (zeros).
-        self._view = memoryview(self._buffer)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._view
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(self._buffer[:nbytes]))
-
-
-class _Early(asyncio.Protocol):
-    """The tunnel's protocol during the handshake: TLS can deliver the client's first bytes
-    before ``start_tls`` returns, so they are kept for the protocol that then serves them."""
-
-    def __init__(self) -> None:
-        self.data: list[bytes] = []
-        self.eof = False
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.data.append(data)
-
-    def eof_received(self) -> bool:
-        self.eof = True
-        return True  # keep the transport: the requests already received are answered first
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-
-
 class ProxyListener:
     """The listening socket, its connections (intercepted tunnels included) and the interceptor."""
 
@@ -637,52 +593,11 @@ class ProxyListener:
         )
 
     def tunnel(self, transport: asyncio.Transport, host: str) -> None:
-        """Start the TLS handshake of an answered CONNECT; the task is kept until it ends."""
-        task = asyncio.get_running_loop().create_task(self._handshake(transport, host))
-        self.handshakes.add(task)
+        """Start the TLS handshake of an answered CONNECT (``connect.py``), kept until it ends."""
+        # Imported here: connect.py subclasses ProxyProtocol, so it imports this module.
+        from sidecar.proxy import connect
 
-        def done(task: asyncio.Task[None]) -> None:
-            self.handshakes.discard(task)
-            if task.cancelled():  # by stop(), possibly before the handshake even began
-                transport.abort()
-
-        task.add_done_callback(done)
-
-    async def _handshake(self, transport: asyncio.Transport, host: str) -> None:
-        """TLS with the host's leaf, then the same protocol serves the tunnel, routed by host."""
-        assert self.interceptor is not None
-        loop = asyncio.get_running_loop()
-        early = _Early()
-        try:
-            ctx = self.interceptor.context(host)
-            tls = await loop.start_tls(
-                transport,
-                early,
-                ctx,
-                server_side=True,
-                ssl_handshake_timeout=intercept.HANDSHAKE_TIMEOUT,
-            )
-        except (OSError, ssl.SSLError, TimeoutError) as exc:
-            log.info("intercept_handshake_failed", host=host, error=type(exc).__name__)
-            transport.close()
-            return
-        except Exception:
-            log.exception("intercept_failed", host=host)
-            transport.close()
-            return
-        if tls is None or early.lost:
-            return
-        if self.stopping:  # the stop began during the handshake: this tunnel never serves
-            tls.abort()
-            return
-        protocol = TunnelProtocol(self, self.interceptor.router(host))
-        tls.set_protocol(protocol)
-        protocol.connection_made(tls)  # start_tls does not call it for a server-side switch
-        log.debug("intercept_established", host=host)
-        for data in early.data:
-            protocol.data_received(data)
-        if early.eof and not protocol.eof_received():
-            tls.close()  # as on a plain connection: the client's EOF ends it
+        connect.tunnel(self, transport, host)
 
     async def stop(self, grace: float) -> None:
         """Stop accepting; in-flight requests get ``grace`` seconds; idle keep-alives close now.
