@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import BaseModel, ConfigDict, Field
 
-from sidecar.sandbox.recording import PeerState, recorder, split_target
+from sidecar.sandbox.recording import PeerState, Refused, recorder, refusal, split_target
 
 REQUIRED = ["exp", "iss", "sub", "jti"]
 _NO_BODY = object()
@@ -66,10 +66,6 @@ class DuitNowState(PeerState):
 
 
 DUITNOW_STATE = web.AppKey("duitnow_state", DuitNowState)
-
-
-class Refused(Exception):
-    pass
 
 
 def bearer(request: web.Request) -> str:
@@ -154,9 +150,7 @@ async def handle(request: web.Request) -> web.Response:
     try:
         claims = await verify(request, state)
     except Refused as exc:
-        state.rejected += 1
-        state.errors[str(exc)] += 1
-        return web.json_response({"error": str(exc)}, status=401)
+        return refusal(state, state.errors, exc)
     state.accepted += 1
     path, _ = split_target(request.raw_path)
     if request.method == "POST" and path == "/v1/payment-intents":

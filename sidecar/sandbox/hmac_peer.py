@@ -34,7 +34,7 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from sidecar.sandbox.recording import PeerState, recorder, split_target
+from sidecar.sandbox.recording import PeerState, Refused, recorder, refusal, split_target
 
 PLACEHOLDERS = frozenset({"timestamp", "method", "path", "query", "body_sha256", "nonce"})
 DIGITS = re.compile(r"[0-9]{1,12}")
@@ -113,10 +113,6 @@ class HmacState(PeerState):
 
 
 HMAC_STATE = web.AppKey("hmac_state", HmacState)
-
-
-class Refused(Exception):
-    pass
 
 
 def check_api_keys(request: web.Request, cfg: HmacPeerConfig) -> None:
@@ -213,9 +209,7 @@ async def handle(request: web.Request) -> web.Response:
     try:
         key_id = await verify(request, state)
     except Refused as exc:
-        state.rejected += 1
-        state.errors[str(exc)] += 1
-        return web.json_response({"error": str(exc)}, status=401)
+        return refusal(state, state.errors, exc)
     state.accepted += 1
     path, query = split_target(request.raw_path)
     echo = {"ok": True, "method": request.method, "path": path, "query": query, "key_id": key_id}

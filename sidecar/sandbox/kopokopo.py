@@ -31,9 +31,7 @@ from sidecar.sandbox.oauth2 import (
     OAuth2State,
     TokenError,
     bearer_token,
-    check_grant,
-    client_credentials,
-    read_form,
+    granted_client,
     stats,
 )
 from sidecar.sandbox.recording import recorder
@@ -61,11 +59,8 @@ async def token_endpoint(request: web.Request) -> web.Response:
     """Kopokopo's token answer: ``Bearer`` and ``created_at``, no ``scope``."""
     state = request.app[OAUTH2_STATE]
     try:
-        form = await read_form(request)
-        client_id = client_credentials(request, form, state.config)
-        check_grant(form, state.config)
+        client_id = await granted_client(request, state)
     except TokenError as exc:
-        state.token_failures += 1
         return exc.response()
     body = {
         "access_token": state.issue(client_id),

@@ -200,6 +200,18 @@ def check_grant(form: dict[str, str], cfg: OAuth2Config) -> None:
         raise TokenError(400, "invalid_scope")
 
 
+async def granted_client(request: web.Request, state: OAuth2State) -> str:
+    """The client a token request authenticates; a refusal is counted, then raised."""
+    try:
+        form = await read_form(request)
+        client_id = client_credentials(request, form, state.config)
+        check_grant(form, state.config)
+    except TokenError:
+        state.token_failures += 1
+        raise
+    return client_id
+
+
 async def token_endpoint(request: web.Request) -> web.Response:
     state = request.app[OAUTH2_STATE]
     if request.method != "POST":
@@ -215,11 +227,8 @@ async def token_endpoint(request: web.Request) -> web.Response:
         state.injected_failures += 1
         return web.json_response({"error": "server_error"}, status=500)
     try:
-        form = await read_form(request)
-        client_id = client_credentials(request, form, state.config)
-        check_grant(form, state.config)
+        client_id = await granted_client(request, state)
     except TokenError as exc:
-        state.token_failures += 1
         return exc.response()
     body: dict[str, Any] = {
         "access_token": state.issue(client_id),

@@ -7,7 +7,7 @@ record is taken before any auth check: rejected requests are evidence too. Only 
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,6 +51,17 @@ class PeerState:
     def saw(self, text: str) -> bool:
         """True if any remembered request carried ``text`` anywhere."""
         return any(request.contains(text) for request in self.seen)
+
+
+class Refused(Exception):
+    """A check the request failed; the text is the ``error`` the peer answers with 401."""
+
+
+def refusal(state: PeerState, errors: Counter[str], exc: Refused) -> web.Response:
+    """Count a refused request by its reason and answer it as the signing peers do."""
+    state.rejected += 1
+    errors[str(exc)] += 1
+    return web.json_response({"error": str(exc)}, status=401)
 
 
 def split_target(raw_target: str) -> tuple[str, str]:

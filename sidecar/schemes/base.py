@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from yarl import URL
 
 
@@ -25,6 +25,21 @@ class SchemeOptions(BaseModel):
     """Base of every scheme's config model: unknown keys are errors, values are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PresetOptions(SchemeOptions):
+    """Options with named defaults (``preset: <name>``): a subclass sets ``presets``."""
+
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: Any) -> Any:
+        """Preset values first, so that any option given explicitly overrides them."""
+        preset = data.get("preset") if isinstance(data, Mapping) else None
+        if isinstance(preset, str) and preset in cls.presets:
+            return {**cls.presets[preset], **data}
+        return data
 
 
 @dataclass(frozen=True, slots=True)

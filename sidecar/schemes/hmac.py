@@ -31,7 +31,7 @@ import hashlib
 import hmac
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Literal
 
 import aiohttp
@@ -42,8 +42,8 @@ from sidecar.schemes.base import (
     AuthFlow,
     Credential,
     OutboundRequest,
+    PresetOptions,
     SchemeBase,
-    SchemeOptions,
     UpstreamContext,
 )
 from sidecar.schemes.probe import Probe, probe_with
@@ -63,7 +63,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-class HmacOptions(SchemeOptions):
+class HmacOptions(PresetOptions):
+    presets = PRESETS
     preset: Literal["paynet_reports"] | None = Field(
         None, description="named defaults (paynet_reports); options given explicitly win"
     )
@@ -79,15 +80,6 @@ class HmacOptions(SchemeOptions):
     key_id_header: str | None = Field(None, description="header for the public field key_id")
     key_field: str = Field("hmac_key", description="credential field holding the HMAC key")
     probe: Probe | None = Field(None, description="the cheapest signed call, for verify")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _preset(cls, data: Any) -> Any:
-        """Preset values first, so that any option given explicitly overrides them."""
-        preset = data.get("preset") if isinstance(data, Mapping) else None
-        if isinstance(preset, str) and preset in PRESETS:
-            return {**PRESETS[preset], **data}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> HmacOptions:

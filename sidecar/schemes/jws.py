@@ -36,8 +36,8 @@ from sidecar.schemes.base import (
     AuthFlow,
     Credential,
     OutboundRequest,
+    PresetOptions,
     SchemeBase,
-    SchemeOptions,
     UpstreamContext,
 )
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
@@ -81,7 +81,8 @@ def _placeholders(text: str) -> list[str]:
     return names
 
 
-class JwsOptions(SchemeOptions):
+class JwsOptions(PresetOptions):
+    presets = PRESETS
     preset: Literal["paynet_duitnow"] | None = Field(
         None, description="named defaults (paynet_duitnow); options given explicitly win"
     )
@@ -98,15 +99,6 @@ class JwsOptions(SchemeOptions):
         16384, gt=0, le=1 << 20, description="largest JWS sent (body_json makes it grow)"
     )
     probe: Probe | None = Field(None, description="the cheapest signed call, for verify")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _preset(cls, data: Any) -> Any:
-        """Preset values first, so that any option given explicitly overrides them."""
-        preset = data.get("preset") if isinstance(data, Mapping) else None
-        if isinstance(preset, str) and preset in PRESETS:
-            return {**PRESETS[preset], **data}
-        return data
 
     @model_validator(mode="after")
     def _check(self) -> JwsOptions:

@@ -22,10 +22,9 @@ from sidecar.proxy import tokens
 from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
+from tests.kopokopo import CLIENT_ID, HOST, k2_upstream
 from tests.leakscan import Collected
 
-HOST = "sandbox.kopokopo.com"
-CLIENT_ID = "k2-real-client-id"
 SECRET = "k2-real-client-secret-0001"
 FORM = {
     "client_id": "placeholder-id",
@@ -59,20 +58,6 @@ class Emulating:
 
     def real_tokens(self) -> set[str]:
         return set(self.peer.tokens)
-
-
-def k2_upstream(url: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "url": url,
-        "hosts": [HOST],
-        "scheme": "oauth2_client_credentials",
-        "credential": "kopokopo",
-        "environment": "sandbox",
-        "token_url": "/oauth/token",
-        "token_path": "/oauth/token",
-        "token_extras": ["created_at"],
-        **extra,
-    }
 
 
 @pytest.fixture

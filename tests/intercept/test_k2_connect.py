@@ -24,9 +24,8 @@ from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
 from tests.intercept.conftest import clean_env, run
+from tests.kopokopo import CLIENT_ID, HOST, k2_upstream
 
-HOST = "sandbox.kopokopo.com"
-CLIENT_ID = "k2-real-client-id"
 SECRET = "k2-real-client-secret-7f3a"
 REPO = Path(__file__).resolve().parents[2]
 VENV = REPO / ".cache" / "venvs" / "k2connect-2.0.0"
@@ -125,17 +124,7 @@ async def start(
         app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: SECRET}))
         server = await aiohttp_server(app)
         ca_file = tmp_path / "ca.pem"
-        upstream = {
-            "url": str(server.make_url("/")).rstrip("/"),
-            "hosts": [HOST],
-            "scheme": "oauth2_client_credentials",
-            "credential": "kopokopo",
-            "environment": "sandbox",
-            "token_url": "/oauth/token",
-            "token_path": "/oauth/token",
-            "token_extras": ["created_at"],
-            **extra,
-        }
+        upstream = k2_upstream(str(server.make_url("/")).rstrip("/"), **extra)
         intercept = {"enabled": True, "ca_cert_path": str(ca_file)}
         sc = await make_sidecar(make_config({"kopokopo": upstream}, intercept=intercept))
         body = {"upstream": "kopokopo", "fields": {"client_id": CLIENT_ID, "client_secret": SECRET}}
