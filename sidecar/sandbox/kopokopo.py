@@ -2,7 +2,7 @@
 
 Shaped after Kopokopo's API as its official Python SDK (``k2-connect`` 2.0.0) calls it:
 
-* ``POST /oauth/token``, a form of ``client_id``, ``client_secret`` and
+* ``POST /oauth/token`` (and ``/oauth/token.json``, as Rails routes it), a form of ``client_id``, ``client_secret`` and
   ``grant_type=client_credentials``, answered ``{"access_token", "token_type": "Bearer",
   "expires_in", "created_at"}`` (``created_at`` in unix seconds). Client authentication and
   the grant are checked by the strict RFC 6749 helpers of :mod:`sidecar.sandbox.oauth2`.
@@ -150,6 +150,9 @@ def make_app(cfg: KopokopoConfig) -> web.Application:
     if cfg.webhook_key is not None:  # POST /_sandbox/webhooks/send: a signed event to the app
         add_sender(app, cfg.webhook_key)
     app.router.add_post(TOKEN_PATH, token_endpoint)
+    # Kopokopo's token endpoint is Doorkeeper's (Rails): ``/oauth/token(.:format)`` routes
+    # ``/oauth/token.json`` to it too, which the sidecar must never forward (SC4044).
+    app.router.add_post(TOKEN_PATH + ".{format:json}", token_endpoint)
     for path in PAYMENTS:
         app.router.add_post(path, create_payment)
         app.router.add_get(path + "/{payment_id}", view_payment)
