@@ -10,7 +10,8 @@ suite's OpenBao in front of the shipped Kopokopo sandbox peer.
 from __future__ import annotations
 
 import asyncio
-import base64
+import hashlib
+import hmac
 import json
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.app import build_local_app
 from sidecar.proxy import tokens
 from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
@@ -95,7 +97,7 @@ def body_of(answer: bytes) -> dict[str, Any]:
 async def start(make_config: MakeConfig, make_sidecar: MakeSidecar, aiohttp_server: Any) -> Any:
     """A sidecar emulating Kopokopo's token endpoint in front of the Kopokopo sandbox peer."""
 
-    async def go(**extra: Any) -> Target:
+    async def go(fields: dict[str, str] | None = None, **extra: Any) -> Target:
         app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: SECRET}))
         server = await aiohttp_server(app)
         upstream = {
@@ -109,7 +111,7 @@ async def start(make_config: MakeConfig, make_sidecar: MakeSidecar, aiohttp_serv
             **extra,
         }
         sc = await make_sidecar(make_config({"kopokopo": upstream}))
-        fields = {"client_id": CLIENT_ID, "client_secret": SECRET}
+        fields = {"client_id": CLIENT_ID, "client_secret": SECRET, **(fields or {})}
         r = await sc.admin.put(
             "/v1/credentials/kopokopo", json={"upstream": "kopokopo", "fields": fields}
         )
@@ -151,3 +153,152 @@ async def test_token_path_spellings_never_reach_the_provider(start: Any, variant
         assert body_of(answer)["access_token"].startswith(tokens.PREFIX)
     else:
         assert body_of(answer)["code"] == "SC4044", answer
+
+
+def split(answers: bytes) -> list[int]:
+    """The status codes of every answer in a byte stream (bodies here never hold ``HTTP/1.1``)."""
+    return [int(part[:3]) for part in answers.split(b"HTTP/1.1 ")[1:]]
+
+
+async def test_pipelined_token_requests_each_get_their_own_answer(start: Any) -> None:
+    """Two token requests and a call written at once on one connection: three answers in
+    order, two distinct opaque tokens, and the peer sees only the call (with the real Bearer)."""
+    it = await start()
+    one = post("/kopokopo/oauth/token", FORM).replace(b"Connection: close\r\n", b"")
+    call = b"GET /kopokopo/api/v2/incoming_payments/x HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    answers = await it.raw(one + one + call + b"Connection: close\r\n\r\n")
+    assert split(answers) == [200, 200, 404]
+    issued = {t for t in answers.split(b'"') if t.startswith(tokens.PREFIX.encode())}
+    assert len(issued) == 2
+    assert it.app_requests() == ["/api/v2/incoming_payments/x"]
+
+
+async def test_token_request_with_expect_continue(start: Any) -> None:
+    """``Expect: 100-continue``: an acceptable token request gets 100 then the opaque token;
+    one declaring a body over token_max_body gets 413 SC4041 and no 100 (nothing is read)."""
+    it = await start(token_max_body=256)
+    reader, writer = await asyncio.open_connection("127.0.0.1", it.port)
+    head = post("/kopokopo/oauth/token", FORM, "Expect: 100-continue").partition(b"\r\n\r\n")[0]
+    writer.write(head + b"\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 5)).startswith(b"HTTP/1.1 100")
+    writer.write(FORM.encode())
+    answer = await asyncio.wait_for(reader.read(-1), 5)
+    writer.close()
+    assert status_of(answer[answer.index(b"HTTP/1.1 2") :]) == 200
+    big = post("/kopokopo/oauth/token", "x" * 300, "Expect: 100-continue").partition(b"\r\n\r\n")
+    answer = await it.raw(big[0] + b"\r\n\r\n")
+    assert b"100 Continue" not in answer and status_of(answer) == 413
+    assert body_of(answer)["code"] == "SC4041" and it.app_requests() == []
+
+
+async def test_chunked_token_body_is_refused_while_it_arrives(start: Any) -> None:
+    """A chunked token request that never ends is refused (413 SC4041) once it passes
+    token_max_body, without waiting for the rest: a slow or endless body holds nothing."""
+    it = await start(token_max_body=512)
+    reader, writer = await asyncio.open_connection("127.0.0.1", it.port)
+    head = (
+        "POST /kopokopo/oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    writer.write(head.encode() + b"200\r\n" + b"a" * 0x200 + b"\r\n" + b"10\r\n" + b"b" * 16)
+    answer = await asyncio.wait_for(reader.read(-1), 5)  # no terminating chunk is ever sent
+    writer.close()
+    assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4041"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"])
+async def test_other_methods_on_token_path_are_405_and_not_forwarded(
+    start: Any, method: str
+) -> None:
+    """Only POST is answered on token_path; any other method is 405 SC4042, never forwarded."""
+    it = await start()
+    request = f"{method} /kopokopo/oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    answer = await it.raw((request + "Connection: close\r\n\r\n").encode())
+    assert status_of(answer) == 405 and b"Allow: POST" in answer
+    assert it.app_requests() == []
+
+
+async def token_of(it: Target, path: str = "/kopokopo/oauth/token") -> str:
+    answer = await it.raw(post(path, FORM))
+    assert status_of(answer) == 200, answer
+    token: str = body_of(answer)["access_token"]
+    return token
+
+
+def call(token: str, *headers: str, path: str = "/kopokopo/api/v2/incoming_payments/x") -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", *headers, "Connection: close", "", ""]
+    return "\r\n".join(lines).replace("{token}", token).encode()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        ("Authorization: Bearer {token}", "Authorization: Bearer {token}"),
+        ("Authorization: Bearer {token}", "authorization: Bearer sctok_other"),
+        ("Authorization: Bearer {token}, Bearer sctok_other",),
+        ("Authorization: Bearer sctok_{token}",),
+        ("Authorization: Bearer {token}x",),
+    ],
+)
+async def test_mangled_or_repeated_bearers_are_401_before_the_provider(
+    start: Any, headers: tuple[str, ...]
+) -> None:
+    """Two Authorization headers, a list, or a token with extra text: 401, nothing sent."""
+    it = await start()
+    token = await token_of(it)
+    answer = await it.raw(call(token, *headers))
+    assert status_of(answer) == 401 and body_of(answer)["code"] == "SC4043"
+    assert it.app_requests() == []
+
+
+# -- webhook verify: the local API's yes/no on a provider's signature -------------------------
+
+API_KEY = "k2-webhook-key-a15-9d2c"
+VERIFY = "/v1/credentials/kopokopo/webhook-signature/verify"
+STAMPED = {"header": "X-Sig", "field": "api_key", "template": "{header:X-Ts}.{body}"}
+
+
+async def local_port(it: Target, aiohttp_server: Any) -> int:
+    server = await aiohttp_server(build_local_app(it.sidecar.runtime, own_runtime=False))
+    port: int = server.port
+    return port
+
+
+async def send_raw(port: int, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(-1), 5)
+    finally:
+        writer.close()
+
+
+def verify_request(body: bytes, *headers: bytes) -> bytes:
+    head = [
+        b"POST " + VERIFY.encode() + b" HTTP/1.1",
+        b"Host: 127.0.0.1",
+        b"Content-Length: %d" % len(body),
+        *headers,
+        b"Connection: close",
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def hmac_hex(message: bytes) -> bytes:
+    return hmac.new(API_KEY.encode(), message, hashlib.sha256).hexdigest().encode()
+
+
+async def test_signed_header_is_compared_as_the_bytes_sent(
+    start: Any, aiohttp_server: Any
+) -> None:
+    """A template signing a header covers that header's exact bytes: a value the provider never
+    signed (non-Latin-1 text folded to ``?``) is invalid, and the provider's own UTF-8 bytes
+    verify. Folding made ``t中1`` and ``t?1`` one message: a signed header could be swapped."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=STAMPED)
+    port = await local_port(it, aiohttp_server)
+    body = b'{"id": "evt-1"}'
+    forged = verify_request(body, b"X-Ts: t\xe4\xb8\xad1", b"X-Sig: " + hmac_hex(b"t?1." + body))
+    assert body_of(await send_raw(port, forged)) == {"valid": False}
+    genuine = b"t\xe4\xb8\xad1"
+    signed = verify_request(body, b"X-Ts: " + genuine, b"X-Sig: " + hmac_hex(genuine + b"." + body))
+    assert body_of(await send_raw(port, signed)) == {"valid": True}
