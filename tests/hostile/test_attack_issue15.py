@@ -302,3 +302,82 @@ async def test_signed_header_is_compared_as_the_bytes_sent(
     genuine = b"t\xe4\xb8\xad1"
     signed = verify_request(body, b"X-Ts: " + genuine, b"X-Sig: " + hmac_hex(genuine + b"." + body))
     assert body_of(await send_raw(port, signed)) == {"valid": True}
+
+
+KOPOKOPO_SIG = {"preset": "kopokopo", "max_body": 1024}
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Host: evil.example",
+        b"Origin: http://evil.example",
+        b"Sec-Fetch-Site: cross-site",
+        b"Sec-Fetch-Site: same-site",
+    ],
+)
+async def test_a_web_page_cannot_use_verify(start: Any, aiohttp_server: Any, header: bytes) -> None:
+    """A page on the same host (foreign Origin, a rebinding Host, a cross-site fetch) is
+    refused before the body is read or the key looked at: no verdict, nothing counted."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=KOPOKOPO_SIG)
+    port = await local_port(it, aiohttp_server)
+    body = b'{"id": "evt-2"}'
+    request = verify_request(body, header, b"X-KopoKopo-Signature: " + hmac_hex(body))
+    if header.startswith(b"Host:"):
+        request = request.replace(b"Host: 127.0.0.1\r\n", b"")
+    answer = await send_raw(port, request)
+    assert status_of(answer) in (403, 421) and b"valid" not in answer
+    assert it.sidecar.runtime.metrics.webhook_verifications.labels("valid")._value.get() == 0
+
+
+async def test_verify_is_not_on_the_proxy_listener(start: Any) -> None:
+    """The verify route exists only on the local API: on the proxy it is an unknown upstream
+    (403 SC4001) and the peer sees nothing."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=KOPOKOPO_SIG)
+    body = b'{"id": "evt-3"}'
+    answer = await it.raw(verify_request(body, b"X-KopoKopo-Signature: " + hmac_hex(body)))
+    assert status_of(answer) == 403 and body_of(answer)["code"] == "SC4001"
+    assert it.app_requests() == []
+
+
+async def test_chunked_webhook_over_the_limit_is_refused_while_it_arrives(
+    start: Any, aiohttp_server: Any
+) -> None:
+    """A chunked body that passes max_body and never ends is 413 SC4047 at once."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=KOPOKOPO_SIG)
+    port = await local_port(it, aiohttp_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST {VERIFY} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    writer.write(f"{head}X-KopoKopo-Signature: 00\r\n\r\n".encode() + b"800\r\n" + b"a" * 0x800)
+    # the terminating chunk never comes; the answer does (the connection lingers, as aiohttp's do)
+    answer = await asyncio.wait_for(reader.readuntil(b"}"), 5)
+    writer.close()
+    assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4047"
+
+
+@pytest.mark.parametrize(
+    ("headers", "valid"),
+    [
+        ((b"x-kopokopo-signature: {sig}",), True),  # header names are case-insensitive
+        ((b"X-KopoKopo-Signature: {SIG}",), True),  # the same bytes in upper-case hex
+        ((b"X-KopoKopo-Signature: {sig}", b"X-KopoKopo-Signature: {sig}"), False),
+        ((b"X-KopoKopo-Signature: sha256={sig}",), False),
+        ((b"X-KopoKopo-Signature: {half}",), False),
+        ((b"X-KopoKopo-Signature: ",), False),
+        ((b"X-KopoKopo-Signature: {sig}00",), False),
+    ],
+)
+async def test_signature_header_spellings(
+    start: Any, aiohttp_server: Any, headers: tuple[bytes, ...], valid: bool
+) -> None:
+    """Only exactly one header holding exactly the digest verifies: a repeat, a prefix the
+    preset does not use, a truncated or extended digest are each invalid."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=KOPOKOPO_SIG)
+    port = await local_port(it, aiohttp_server)
+    body = b'{"id": "evt-4", "amount": "100.0"}'
+    sig = hmac_hex(body)
+    filled = [
+        h.replace(b"{sig}", sig).replace(b"{SIG}", sig.upper()).replace(b"{half}", sig[:32])
+        for h in headers
+    ]
+    assert body_of(await send_raw(port, verify_request(body, *filled))) == {"valid": valid}
