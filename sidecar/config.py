@@ -426,6 +426,12 @@ def _check_schemes(
     return result
 
 
+_EMULATED_SECRET = (
+    "not with token_path: the token request is answered by the sidecar, and the secret "
+    "substituted anywhere else could be traded for a real token or echoed back"
+)
+
+
 def _check_placeholders(
     up: UpstreamConfig,
     specs: list[tuple[str, SchemeOptions]],
@@ -440,10 +446,13 @@ def _check_placeholders(
     """
     pattern = re.compile(up.placeholder_pattern)
     fields = _scheme_fields(base[-1], up, specs)
+    emulated = any(getattr(options, "token_path", None) for _, options in specs)
     for literal, field in up.placeholders.items():
         where = (*base, "placeholders", literal)
         if not pattern.fullmatch(literal):
             problems.append(_describe(where, "literal must match placeholder_pattern", lines))
+        elif emulated and field == "client_secret":  # docs/sdk-oauth2.md says why
+            problems.append(_describe(where, _EMULATED_SECRET, lines))
         elif fields is not None and field not in fields:
             known = ", ".join(sorted(fields))
             problems.append(_describe(where, f"{field!r} is not a field of ({known})", lines))

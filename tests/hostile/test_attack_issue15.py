@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from sidecar.app import build_local_app
+from sidecar.errors import ConfigError
 from sidecar.proxy import tokens
 from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
@@ -36,7 +37,6 @@ CLIENT_ID = "k2-attack-client-id"
 SECRET = "k2-attack-real-secret-7f3a"
 PH_ID, PH_SECRET = "{{K2_CLIENT_ID}}", "{{K2_CLIENT_SECRET}}"
 FORM = f"client_id={PH_ID}&client_secret={PH_SECRET}&grant_type=client_credentials"
-PLACEHOLDERS = {PH_ID: "client_id", PH_SECRET: "client_secret"}
 
 
 @dataclass
@@ -97,8 +97,8 @@ def body_of(answer: bytes) -> dict[str, Any]:
 async def start(make_config: MakeConfig, make_sidecar: MakeSidecar, aiohttp_server: Any) -> Any:
     """A sidecar emulating Kopokopo's token endpoint in front of the Kopokopo sandbox peer."""
 
-    async def go(fields: dict[str, str] | None = None, **extra: Any) -> Target:
-        app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: SECRET}))
+    async def go(fields: dict[str, str] | None = None, secret: str = SECRET, **extra: Any) -> Target:
+        app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: secret}))
         server = await aiohttp_server(app)
         upstream = {
             "url": str(server.make_url("/")).rstrip("/"),
@@ -111,7 +111,7 @@ async def start(make_config: MakeConfig, make_sidecar: MakeSidecar, aiohttp_serv
             **extra,
         }
         sc = await make_sidecar(make_config({"kopokopo": upstream}))
-        fields = {"client_id": CLIENT_ID, "client_secret": SECRET, **(fields or {})}
+        fields = {"client_id": CLIENT_ID, "client_secret": secret, **(fields or {})}
         r = await sc.admin.put(
             "/v1/credentials/kopokopo", json={"upstream": "kopokopo", "fields": fields}
         )
@@ -138,13 +138,34 @@ VARIANTS = [
 ]
 
 
+def test_no_client_secret_placeholder_on_an_emulating_upstream(make_config: MakeConfig) -> None:
+    """With token_path a placeholder for client_secret is a config error: substituted in any
+    other request it could be traded for a real token, or read back from a provider that
+    stores and shows request fields (the Kopokopo peer's payment view did, on 4b14dbb)."""
+    upstream = {
+        "url": "http://127.0.0.1:9",
+        "scheme": "oauth2_client_credentials",
+        "credential": "kopokopo",
+        "environment": "sandbox",
+        "token_url": "/oauth/token",
+        "token_path": "/oauth/token",
+        "placeholders": {PH_ID: "client_id", PH_SECRET: "client_secret"},
+    }
+    with pytest.raises(ConfigError) as err:
+        make_config({"kopokopo": upstream})
+    assert "placeholders" in str(err.value) and "token_path" in str(err.value)
+    del upstream["token_path"]
+    make_config({"kopokopo": upstream})  # without emulation it is the operator's choice
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 async def test_token_path_spellings_never_reach_the_provider(start: Any, variant: str) -> None:
     """Every spelling of the token path a provider may route to its token endpoint (Rails
     squeezes slashes and takes a ``.json`` format; servlet containers drop ``;params``) is
-    answered or refused by the sidecar: with placeholders for the client credentials, a
-    forwarded one would carry the real secret and hand the app a real provider token."""
-    it = await start(placeholders=PLACEHOLDERS)
+    answered or refused by the sidecar, never forwarded with the app's client credentials. On
+    4b14dbb, with placeholders for them, ``/oauth/token.json`` reached the Doorkeeper-shaped
+    peer with the real secret and the app got a real provider token."""
+    it = await start(placeholders={PH_ID: "client_id"})
     answer = await it.raw(post("/kopokopo" + variant, FORM))
     assert it.app_requests() == [], variant
     assert SECRET.encode() not in answer
@@ -381,3 +402,83 @@ async def test_signature_header_spellings(
         for h in headers
     ]
     assert body_of(await send_raw(port, verify_request(body, *filled))) == {"valid": valid}
+
+
+# -- placeholders: fail closed whatever the encoding, never a secret in the wrong place ---------
+
+PAY = "/kopokopo/api/v2/incoming_payments"
+
+
+def pay(body: bytes, *headers: bytes, path: str = PAY) -> bytes:
+    head = [b"POST " + path.encode() + b" HTTP/1.1", b"Host: 127.0.0.1", *headers]
+    head += [b"Content-Length: %d" % len(body), b"Connection: close"]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+JSON_CT = b"Content-Type: application/json"
+DOC = '{"note": "%s"}'
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "code"),
+    [
+        ((DOC % PH_SECRET).encode("utf-16"), (JSON_CT,), "SC4053"),
+        ((DOC % PH_SECRET).encode("utf-16-be"), (JSON_CT + b"; charset=utf-16be",), "SC4053"),
+        ((DOC % PH_SECRET).encode("utf-32"), (JSON_CT,), "SC4053"),
+        (b"\xef\xbb\xbf" + (DOC % PH_SECRET).encode(), (JSON_CT,), "SC4051"),
+        ((DOC % PH_SECRET).encode(), (), "SC4051"),
+        ((DOC % PH_SECRET).encode(), (b"Content-Type: text/plain",), "SC4051"),
+        ((DOC % PH_SECRET).encode(), (JSON_CT, b"Content-Type: application/json"), "SC4051"),
+        ((DOC % PH_SECRET).encode(), (JSON_CT, b"Content-Encoding: identity, gzip"), "SC4053"),
+        (
+            b'--b\r\nContent-Disposition: form-data; name="s"\r\n\r\n'
+            + PH_SECRET.encode()
+            + b"\r\n--b--\r\n",
+            (b"Content-Type: multipart/form-data; boundary=b",),
+            "SC4051",
+        ),
+        ((DOC % ("x" + PH_SECRET)).encode(), (JSON_CT,), "SC4050"),
+        ((DOC % PH_SECRET.replace("{", "\\\\u007b")).encode(), (JSON_CT,), "SC4050"),
+        (('{"%s": "x"}' % PH_SECRET).encode(), (JSON_CT,), "SC4054"),
+        (b"a=1;s=" + PH_SECRET.encode(), (b"Content-Type: application/x-www-form-urlencoded",), "SC4050"),
+    ],
+    ids=[
+        "utf16-bom", "utf16be-charset", "utf32", "utf8-bom", "no-type", "text-plain",
+        "two-types", "gzip-in-list", "multipart", "longer-value", "escaped-escape", "key",
+        "semicolon-form",
+    ],
+)
+async def test_placeholder_bodies_that_cannot_be_substituted_are_refused(
+    start: Any, body: bytes, headers: tuple[bytes, ...], code: str
+) -> None:
+    """Every encoding, media type or position the sidecar cannot substitute safely is 400 with
+    its code, and the provider sees nothing: never a guess, never a half-substituted body."""
+    it = await start(token_path=None, placeholders={PH_SECRET: "client_secret"})
+    answer = await it.raw(pay(body, *headers))
+    assert status_of(answer) == 400 and body_of(answer)["code"] == code, answer
+    assert it.app_requests() == []
+
+
+async def test_placeholder_in_a_header_or_path_is_never_substituted(start: Any) -> None:
+    """Headers are not rewritten (the literal goes out as is, never the secret); the path is
+    refused (SC4050)."""
+    it = await start(token_path=None, placeholders={PH_SECRET: "client_secret"})
+    answer = await it.raw(pay(b"{}", JSON_CT, b"X-Note: " + PH_SECRET.encode()))
+    assert status_of(answer) == 400  # the peer's own refusal of an incomplete payment
+    assert [s.headers["X-Note"] for s in it.peer.seen if s.path != "/oauth/token"] == [PH_SECRET]
+    assert not any(SECRET.encode() in s.body for s in it.peer.seen if s.path != "/oauth/token")
+    answer = await it.raw(pay(b"{}", JSON_CT, path=PAY + "/" + PH_SECRET))
+    assert status_of(answer) == 400 and body_of(answer)["code"] == "SC4050"
+
+
+@pytest.mark.parametrize(
+    "secret", ['q"}, "amount": {"value": 1}, "x": "', "back\\slash\\u0022", "\u2028\x00\x1f\ud7ff"]
+)
+async def test_a_hostile_secret_cannot_change_the_json_structure(start: Any, secret: str) -> None:
+    """A secret holding quotes, backslashes, escapes or separators is one JSON string value at
+    the provider: the document it parses has the same keys as the one the app sent."""
+    it = await start(secret=secret, token_path=None, placeholders={PH_SECRET: "client_secret"})
+    doc = {"till_number": "K1", "note": PH_SECRET, "amount": {"value": 100}}
+    await it.raw(pay(json.dumps(doc).encode(), JSON_CT))
+    sent = json.loads([s.body for s in it.peer.seen if s.path == "/api/v2/incoming_payments"][0])
+    assert sent == {**doc, "note": secret}
