@@ -175,7 +175,7 @@ async def admit(
     opaque Bearer gets that token's grant; any other call goes to the proxy-key gate as before.
     """
     opts = emulation(upstream)
-    if opts is None:
+    if opts is None or opts.token_path is None:
         return await guard.admit(rt, upstream, request, headers, raw_path)
     path = decoded_path(raw_path)
     if path.rstrip("/") == opts.token_path:

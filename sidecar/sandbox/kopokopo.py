@@ -2,10 +2,11 @@
 
 Shaped after Kopokopo's API as its official Python SDK (``k2-connect`` 2.0.0) calls it:
 
-* ``POST /oauth/token`` (and ``/oauth/token.json``, as Rails routes it), a form of ``client_id``, ``client_secret`` and
-  ``grant_type=client_credentials``, answered ``{"access_token", "token_type": "Bearer",
-  "expires_in", "created_at"}`` (``created_at`` in unix seconds). Client authentication and
-  the grant are checked by the strict RFC 6749 helpers of :mod:`sidecar.sandbox.oauth2`.
+* ``POST /oauth/token`` (``/oauth/token.json`` too, as Rails routes it): a form of
+  ``client_id``, ``client_secret`` and ``grant_type=client_credentials``, answered
+  ``{"access_token", "token_type": "Bearer", "expires_in", "created_at"}`` (``created_at`` in
+  unix seconds). Client authentication and the grant are checked by the strict RFC 6749
+  helpers of :mod:`sidecar.sandbox.oauth2`.
 * ``POST /api/v2/incoming_payments`` (``/api/v1/...`` too, as older SDKs call it), a JSON STK
   push request with a live Bearer token: ``201 Created`` with the payment's URL in
   ``Location`` and no body, which is what the SDK returns to the app.

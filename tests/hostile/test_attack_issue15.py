@@ -15,15 +15,19 @@ import hmac
 import json
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
+from yarl import URL
 
 from sidecar.app import build_local_app
 from sidecar.errors import ConfigError
-from sidecar.proxy import tokens
+from sidecar.proxy import placeholders, tokens
 from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
+from sidecar.schemes.base import Credential
 from tests.integration.conftest import (  # noqa: F401  (fixtures used by name)
     MakeConfig,
     MakeSidecar,
@@ -94,10 +98,16 @@ def body_of(answer: bytes) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def start(make_config: MakeConfig, make_sidecar: MakeSidecar, aiohttp_server: Any) -> Any:
+async def start(
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+    aiohttp_server: Any,
+) -> Any:
     """A sidecar emulating Kopokopo's token endpoint in front of the Kopokopo sandbox peer."""
 
-    async def go(fields: dict[str, str] | None = None, secret: str = SECRET, **extra: Any) -> Target:
+    async def go(
+        fields: dict[str, str] | None = None, secret: str = SECRET, **extra: Any
+    ) -> Target:
         app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: secret}))
         server = await aiohttp_server(app)
         upstream = {
@@ -138,7 +148,9 @@ VARIANTS = [
 ]
 
 
-def test_no_client_secret_placeholder_on_an_emulating_upstream(make_config: MakeConfig) -> None:
+def test_no_client_secret_placeholder_on_an_emulating_upstream(
+    make_config: MakeConfig,  # noqa: F811
+) -> None:
     """With token_path a placeholder for client_secret is a config error: substituted in any
     other request it could be traded for a real token, or read back from a provider that
     stores and shows request fields (the Kopokopo peer's payment view did, on 4b14dbb)."""
@@ -309,9 +321,7 @@ def hmac_hex(message: bytes) -> bytes:
     return hmac.new(API_KEY.encode(), message, hashlib.sha256).hexdigest().encode()
 
 
-async def test_signed_header_is_compared_as_the_bytes_sent(
-    start: Any, aiohttp_server: Any
-) -> None:
+async def test_signed_header_is_compared_as_the_bytes_sent(start: Any, aiohttp_server: Any) -> None:
     """A template signing a header covers that header's exact bytes: a value the provider never
     signed (non-Latin-1 text folded to ``?``) is invalid, and the provider's own UTF-8 bytes
     verify. Folding made ``t中1`` and ``t?1`` one message: a signed header could be swapped."""
@@ -439,12 +449,26 @@ DOC = '{"note": "%s"}'
         ),
         ((DOC % ("x" + PH_SECRET)).encode(), (JSON_CT,), "SC4050"),
         ((DOC % PH_SECRET.replace("{", "\\\\u007b")).encode(), (JSON_CT,), "SC4050"),
-        (('{"%s": "x"}' % PH_SECRET).encode(), (JSON_CT,), "SC4054"),
-        (b"a=1;s=" + PH_SECRET.encode(), (b"Content-Type: application/x-www-form-urlencoded",), "SC4050"),
+        (('{"' + PH_SECRET + '": "x"}').encode(), (JSON_CT,), "SC4054"),
+        (
+            b"a=1;s=" + PH_SECRET.encode(),
+            (b"Content-Type: application/x-www-form-urlencoded",),
+            "SC4050",
+        ),
     ],
     ids=[
-        "utf16-bom", "utf16be-charset", "utf32", "utf8-bom", "no-type", "text-plain",
-        "two-types", "gzip-in-list", "multipart", "longer-value", "escaped-escape", "key",
+        "utf16-bom",
+        "utf16be-charset",
+        "utf32",
+        "utf8-bom",
+        "no-type",
+        "text-plain",
+        "two-types",
+        "gzip-in-list",
+        "multipart",
+        "longer-value",
+        "escaped-escape",
+        "key",
         "semicolon-form",
     ],
 )
@@ -480,5 +504,78 @@ async def test_a_hostile_secret_cannot_change_the_json_structure(start: Any, sec
     it = await start(secret=secret, token_path=None, placeholders={PH_SECRET: "client_secret"})
     doc = {"till_number": "K1", "note": PH_SECRET, "amount": {"value": 100}}
     await it.raw(pay(json.dumps(doc).encode(), JSON_CT))
-    sent = json.loads([s.body for s in it.peer.seen if s.path == "/api/v2/incoming_payments"][0])
+    sent = json.loads(next(s.body for s in it.peer.seen if s.path == PAY[len("/kopokopo") :]))
     assert sent == {**doc, "note": secret}
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_a_refused_token_request_body_is_not_read_as_a_request(
+    start: Any, method: str
+) -> None:
+    """A token request refused before or after its body is read (405, 400) whose body looks
+    like another request: that body never becomes a request, on this connection or upstream."""
+    it = await start()
+    smuggled = (
+        b"GET /kopokopo/api/v2/incoming_payments/smuggled HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    head = (
+        f"{method} /kopokopo/oauth/token HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: text/plain\r\nContent-Length: {len(smuggled)}\r\n\r\n"
+    )
+    follow = b"GET /kopokopo/api/v2/incoming_payments/after HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    answers = await it.raw(head.encode() + smuggled + follow + b"Connection: close\r\n\r\n")
+    assert split(answers)[0] == (405 if method == "GET" else 400)
+    assert "/api/v2/incoming_payments/smuggled" not in it.app_requests()
+    assert set(it.app_requests()) <= {"/api/v2/incoming_payments/after"}
+
+
+async def test_placeholder_body_limit_holds_while_bytes_arrive(start: Any) -> None:
+    """On a placeholder upstream a chunked body that passes max_body and never ends is 413
+    SC4005 at once; nothing is sent."""
+    it = await start(token_path=None, max_body=1024, placeholders={PH_SECRET: "client_secret"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", it.port)
+    head = f"POST {PAY} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+    writer.write(
+        f"{head}Content-Type: application/json\r\n\r\n".encode() + b"800\r\n" + b"[" * 0x800
+    )
+    answer = await asyncio.wait_for(reader.read(-1), 5)  # the terminating chunk never comes
+    writer.close()
+    assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4005"
+    assert it.app_requests() == []
+
+
+MIB = 1024 * 1024
+CRAFTED = {
+    "form: 150k values of '+%2B'": (b"&".join([b"a=+%2B"] * (MIB // 7)), "form"),
+    "json: 65k placeholders": (
+        b"[" + b",".join([b'"{{K2_SECRET}}"'] * (MIB // 16 - 1)) + b"]",
+        "json",
+    ),
+    "json: nested %25..7B": (b'["' + b"%2525252525257B" * (MIB // 16) + b'"]', "json"),
+}
+
+
+@pytest.mark.parametrize("name", list(CRAFTED))
+def test_crafted_one_mib_bodies_cost_a_bounded_pass(name: str) -> None:
+    """The worst bodies found for the placeholder scan (tiny encoded values, every literal, deep
+    percent nesting) at 1 MiB each complete with the expected outcome; ``-s`` prints the CPU
+    time (0.2-0.5 s each on the shared 2-core build machine)."""
+    body, kind = CRAFTED[name]
+    assert len(body) <= MIB
+    ctype = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
+    cfg = type("Cfg", (), {"placeholders": {"{{K2_SECRET}}": "client_secret"}})()
+    cfg.placeholder_pattern = r"\{\{\s*[A-Za-z0-9_.:-]{1,64}\s*\}\}"
+    now = datetime.now(UTC)
+    cred = Credential(
+        "k", "k", "oauth2", "sandbox", True, {}, {"client_secret": 's"1'}, {}, 1, now, now
+    )
+    started = time.perf_counter()
+    _, out = placeholders.apply(
+        cfg, cred, URL("http://x/a"), CIMultiDict({"Content-Type": ctype}), body
+    )
+    elapsed = time.perf_counter() - started
+    print(f"placeholder scan, {name}, {len(body)} bytes: {elapsed * 1e3:.0f} ms")
+    if "placeholders" in name:
+        assert out is not None and out.count(b'"s\\"1"') == MIB // 16 - 1
+    else:
+        assert out is body
