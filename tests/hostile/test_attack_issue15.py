@@ -579,3 +579,27 @@ def test_crafted_one_mib_bodies_cost_a_bounded_pass(name: str) -> None:
         assert out is not None and out.count(b'"s\\"1"') == MIB // 16 - 1
     else:
         assert out is body
+
+
+async def test_a_token_and_another_keys_header_do_not_add_up(start: Any) -> None:
+    """With require_proxy_key, a call carrying key A's opaque token and key B's proxy key gets
+    A's permissions only (403 SC5003 where only B may go), and B's key never leaves the pod."""
+    it = await start(require_proxy_key=True)
+    minted = []
+    for permissions in (["GET /api/v2/incoming_payments/*"], ["* /*"]):
+        r = await it.sidecar.admin.post(
+            "/v1/credentials/kopokopo/keys", json={"permissions": permissions}
+        )
+        assert r.status == 201, await r.text()
+        minted.append(await r.json())
+    narrow, broad = minted
+    form = f"client_id={narrow['key_id']}&client_secret={narrow['key']}"
+    answer = await it.raw(post("/kopokopo/oauth/token", form + "&grant_type=client_credentials"))
+    token = body_of(answer)["access_token"]
+    both = (f"Authorization: Bearer {token}", f"Proxy-Authorization: Bearer {broad['key']}")
+    answer = await it.raw(pay(b"{}", JSON_CT, *(h.encode() for h in both)))
+    assert status_of(answer) == 403 and body_of(answer)["code"] == "SC5003"
+    answer = await it.raw(call(token, *both))
+    assert status_of(answer) == 404  # the peer's: the narrow key may GET a payment
+    assert it.app_requests() == ["/api/v2/incoming_payments/x"]
+    assert not it.peer.saw(broad["key"]) and not it.peer.saw(token)
