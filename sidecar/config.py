@@ -100,7 +100,10 @@ class ListenConfig(_Model):
     health: str | None = Field(None, description="optional health-only listener for kubelet")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
     body_idle_timeout: float = Field(
-        30.0, gt=0, description="seconds a proxied request body may send nothing (408 SC4014)"
+        30.0,
+        gt=0,
+        description="seconds a proxied request body, or a webhook to verify, may send nothing "
+        "(408 SC4014)",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,

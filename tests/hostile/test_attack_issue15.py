@@ -106,7 +106,10 @@ async def start(
     """A sidecar emulating Kopokopo's token endpoint in front of the Kopokopo sandbox peer."""
 
     async def go(
-        fields: dict[str, str] | None = None, secret: str = SECRET, **extra: Any
+        fields: dict[str, str] | None = None,
+        secret: str = SECRET,
+        cfg: dict[str, Any] | None = None,
+        **extra: Any,
     ) -> Target:
         app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: secret}))
         server = await aiohttp_server(app)
@@ -120,7 +123,7 @@ async def start(
             "token_path": "/oauth/token",
             **extra,
         }
-        sc = await make_sidecar(make_config({"kopokopo": upstream}))
+        sc = await make_sidecar(make_config({"kopokopo": upstream}, **(cfg or {})))
         fields = {"client_id": CLIENT_ID, "client_secret": secret, **(fields or {})}
         r = await sc.admin.put(
             "/v1/credentials/kopokopo", json={"upstream": "kopokopo", "fields": fields}
@@ -603,3 +606,21 @@ async def test_a_token_and_another_keys_header_do_not_add_up(start: Any) -> None
     assert status_of(answer) == 404  # the peer's: the narrow key may GET a payment
     assert it.app_requests() == ["/api/v2/incoming_payments/x"]
     assert not it.peer.saw(broad["key"]) and not it.peer.saw(token)
+
+
+async def test_a_stalled_webhook_body_is_408_not_held_for_ever(
+    start: Any, aiohttp_server: Any
+) -> None:
+    """A verify request whose body stops arriving is 408 SC4014 after listen.body_idle_timeout
+    (as on the proxy listener); on 4b14dbb the handler waited for it for ever."""
+    it = await start(
+        fields={"api_key": API_KEY},
+        webhook_signature=KOPOKOPO_SIG,
+        cfg={"listen": {"body_idle_timeout": 0.2}},
+    )
+    port = await local_port(it, aiohttp_server)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(verify_request(b"0123456789", b"X-KopoKopo-Signature: 00")[:-5])
+    answer = await asyncio.wait_for(reader.readuntil(b"}"), 5)  # 5 bytes never come
+    writer.close()
+    assert status_of(answer) == 408 and body_of(answer)["code"] == "SC4014"
