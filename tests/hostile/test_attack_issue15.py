@@ -624,3 +624,18 @@ async def test_a_stalled_webhook_body_is_408_not_held_for_ever(
     answer = await asyncio.wait_for(reader.readuntil(b"}"), 5)  # 5 bytes never come
     writer.close()
     assert status_of(answer) == 408 and body_of(answer)["code"] == "SC4014"
+
+
+@pytest.mark.parametrize(
+    "header", ["Origin: http://evil.example", "Sec-Fetch-Site: cross-site", "Host: evil.example"]
+)
+async def test_a_web_page_gets_no_opaque_token(start: Any, header: str) -> None:
+    """A form POST from a page on the same host (a simple request, no preflight) is refused
+    before a token is issued: a foreign Origin or a cross-site fetch 403, a rebinding Host 421."""
+    it = await start()
+    request = post("/kopokopo/oauth/token", FORM, header)
+    if header.startswith("Host:"):
+        request = request.replace(b"Host: 127.0.0.1\r\n", b"", 1)
+    answer = await it.raw(request)
+    assert status_of(answer) in (403, 421) and tokens.PREFIX.encode() not in answer
+    assert tokens.table(it.sidecar.runtime, "kopokopo").issued == 0
