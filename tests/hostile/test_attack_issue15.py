@@ -10,6 +10,7 @@ suite's OpenBao in front of the shipped Kopokopo sandbox peer.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import hmac
 import json
@@ -639,3 +640,15 @@ async def test_a_web_page_gets_no_opaque_token(start: Any, header: str) -> None:
     answer = await it.raw(request)
     assert status_of(answer) in (403, 421) and tokens.PREFIX.encode() not in answer
     assert tokens.table(it.sidecar.runtime, "kopokopo").issued == 0
+
+
+async def test_a_compressed_webhook_bomb_stops_at_max_body(start: Any, aiohttp_server: Any) -> None:
+    """aiohttp inflates a gzip request body; 64 MiB of zeros in 64 KiB is refused 413 SC4047
+    once max_body inflated bytes are counted, not inflated whole first."""
+    it = await start(fields={"api_key": API_KEY}, webhook_signature=KOPOKOPO_SIG)
+    port = await local_port(it, aiohttp_server)
+    bomb = gzip.compress(bytes(64 * MIB), compresslevel=9)
+    request = verify_request(bomb, b"Content-Encoding: gzip", b"X-KopoKopo-Signature: 00")
+    answer = await send_raw(port, request)
+    print(f"gzip bomb: {len(bomb)} bytes sent, answer {answer[:12]!r}")
+    assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4047"
