@@ -103,6 +103,7 @@ CODES: dict[str, Code] = {
         Code("SC4045", 422, "The credential's upstream declares no webhook_signature"),
         Code("SC4046", 422, "The credential holds no webhook signing key"),
         Code("SC4047", 413, "Webhook body exceeds the upstream's webhook_signature.max_body"),
+        Code("SC4048", 413, "Body or query over twice max_body once placeholders are substituted"),
         # SC4050-SC4054: placeholders in bodies and queries (sidecar/proxy/placeholders.py)
         Code("SC4050", 400, "Request carries a placeholder-shaped value that is not a placeholder"),
         Code("SC4051", 400, "Placeholder in a body whose content type cannot be rewritten"),

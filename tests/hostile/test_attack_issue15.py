@@ -569,6 +569,7 @@ def test_crafted_one_mib_bodies_cost_a_bounded_pass(name: str) -> None:
     ctype = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
     cfg = type("Cfg", (), {"placeholders": {"{{K2_SECRET}}": "client_secret"}})()
     cfg.placeholder_pattern = r"\{\{\s*[A-Za-z0-9_.:-]{1,64}\s*\}\}"
+    cfg.max_body = MIB
     now = datetime.now(UTC)
     cred = Credential(
         "k", "k", "oauth2", "sandbox", True, {}, {"client_secret": 's"1'}, {}, 1, now, now
@@ -652,3 +653,26 @@ async def test_a_compressed_webhook_bomb_stops_at_max_body(start: Any, aiohttp_s
     answer = await send_raw(port, request)
     print(f"gzip bomb: {len(bomb)} bytes sent, answer {answer[:12]!r}")
     assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4047"
+
+
+@pytest.mark.parametrize("kind", ["json", "form"])
+async def test_substitution_cannot_grow_a_body_past_max_body(start: Any, kind: str) -> None:
+    """A 4 KiB secret in 2,500 tiny placeholders: a body within max_body (64 KiB) would become
+    10 MiB in memory and upstream (over 150 times). Past twice max_body it is 413 SC4048,
+    nothing sent; on 4b14dbb the sidecar built and sent it whole."""
+    secret = "s" * 4096
+    literal = {PH_SECRET: "client_secret"}
+    it = await start(secret=secret, token_path=None, max_body=64 * 1024, placeholders=literal)
+    if kind == "json":
+        body, ctype = json.dumps([PH_SECRET] * 2500).encode(), JSON_CT
+    else:
+        body = "&".join([f"a={PH_SECRET}"] * 2500).encode()
+        ctype = b"Content-Type: application/x-www-form-urlencoded"
+    answer = await it.raw(pay(body, ctype))
+    print(f"placeholder growth: {len(body)} bytes in, over {2500 * 4096} would go out")
+    assert status_of(answer) == 413 and body_of(answer)["code"] == "SC4048"
+    assert it.app_requests() == []
+    small = json.dumps([PH_SECRET] * 30).encode()  # 120 KiB out: within twice max_body, sent
+    answer = await it.raw(pay(small, JSON_CT))
+    sent = [s.body for s in it.peer.seen if s.path == PAY[len("/kopokopo") :]]
+    assert sent and json.loads(sent[0]) == [secret] * 30
