@@ -100,7 +100,10 @@ class ListenConfig(_Model):
     health: str | None = Field(None, description="optional health-only listener for kubelet")
     shutdown_grace: float = Field(10.0, ge=0, description="seconds in-flight requests may finish")
     body_idle_timeout: float = Field(
-        30.0, gt=0, description="seconds a proxied request body may send nothing (408 SC4014)"
+        30.0,
+        gt=0,
+        description="seconds a proxied request body, or a webhook to verify, may send nothing "
+        "(408 SC4014)",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,
@@ -426,6 +429,12 @@ def _check_schemes(
     return result
 
 
+_EMULATED_SECRET = (
+    "not with token_path: the token request is answered by the sidecar, and the secret "
+    "substituted anywhere else could be traded for a real token or echoed back"
+)
+
+
 def _check_placeholders(
     up: UpstreamConfig,
     specs: list[tuple[str, SchemeOptions]],
@@ -440,10 +449,13 @@ def _check_placeholders(
     """
     pattern = re.compile(up.placeholder_pattern)
     fields = _scheme_fields(base[-1], up, specs)
+    emulated = any(getattr(options, "token_path", None) for _, options in specs)
     for literal, field in up.placeholders.items():
         where = (*base, "placeholders", literal)
         if not pattern.fullmatch(literal):
             problems.append(_describe(where, "literal must match placeholder_pattern", lines))
+        elif emulated and field == "client_secret":  # docs/sdk-oauth2.md says why
+            problems.append(_describe(where, _EMULATED_SECRET, lines))
         elif fields is not None and field not in fields:
             known = ", ".join(sorted(fields))
             problems.append(_describe(where, f"{field!r} is not a field of ({known})", lines))

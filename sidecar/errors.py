@@ -99,9 +99,11 @@ CODES: dict[str, Code] = {
         Code("SC4041", 413, "Token request body exceeds token_max_body"),
         Code("SC4042", 405, "The emulated token endpoint accepts POST only"),
         Code("SC4043", 401, "Bearer token unknown or expired (a restart forgets them): ask again"),
+        Code("SC4044", 400, "A spelling of the emulated token_path that is not token_path"),
         Code("SC4045", 422, "The credential's upstream declares no webhook_signature"),
         Code("SC4046", 422, "The credential holds no webhook signing key"),
         Code("SC4047", 413, "Webhook body exceeds the upstream's webhook_signature.max_body"),
+        Code("SC4048", 413, "Body or query over twice max_body once placeholders are substituted"),
         # SC4050-SC4054: placeholders in bodies and queries (sidecar/proxy/placeholders.py)
         Code("SC4050", 400, "Request carries a placeholder-shaped value that is not a placeholder"),
         Code("SC4051", 400, "Placeholder in a body whose content type cannot be rewritten"),

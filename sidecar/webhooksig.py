@@ -110,7 +110,12 @@ def _one(headers: Headers, name: str) -> str | None:
 
 
 def signed_message(spec: WebhookSignature, body: bytes, headers: Headers) -> bytes | None:
-    """The bytes the provider signed, or None when a header the template names is not usable."""
+    """The bytes the provider signed, or None when a header the template names is not usable.
+
+    A header value is taken as the bytes that arrived (aiohttp decodes them as UTF-8 with
+    ``surrogateescape``, so this is lossless): folding what is not Latin-1 to ``?`` made many
+    values one message, so a header the provider signed could be swapped for another.
+    """
     out: list[bytes] = []
     pos = 0
     for match in _PART.finditer(spec.template):
@@ -123,7 +128,7 @@ def signed_message(spec: WebhookSignature, body: bytes, headers: Headers) -> byt
         value = _one(headers, header)
         if value is None:
             return None
-        out.append(value.encode("latin-1", "replace"))
+        out.append(value.encode("utf-8", "surrogateescape"))  # the bytes on the wire, exactly
     out.append(spec.template[pos:].encode())
     return b"".join(out)
 

@@ -14,6 +14,7 @@ Replay protection (timestamps, event ids) is the app's part.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from aiohttp import web
@@ -30,7 +31,6 @@ from sidecar.schemes.base import Credential
 
 routes = web.RouteTableDef()
 log = get_logger("sidecar.webhooks")
-CHUNK = 64 * 1024
 
 
 class WebhookVerdict(Answer):
@@ -62,6 +62,7 @@ async def expect_continue(request: web.Request) -> None:
         "SC2001",
         "SC4003",
         "SC4012",
+        "SC4014",
         "SC4035",
         "SC4045",
         "SC4046",
@@ -77,7 +78,7 @@ async def verify_webhook(request: web.Request) -> web.Response:
     key = cred.secrets.get(spec.field)
     if key is None:
         raise SidecarError("SC4046", f"Credential {cred.name!r} has no {spec.field!r} stored")
-    body = await read_limited(request, spec.max_body)
+    body = await read_limited(request, spec.max_body, rt.config.listen.body_idle_timeout)
     valid = webhooksig.verify(spec, key, body, request.headers)
     outcome = "valid" if valid else "invalid"
     rt.metrics.webhook_verifications.labels(outcome).inc()
@@ -108,15 +109,25 @@ def _spec(rt: Runtime, cred: Credential) -> webhooksig.WebhookSignature:
     return spec
 
 
-async def read_limited(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused as soon as it is known to exceed ``limit`` (declared or sent)."""
+async def read_limited(request: web.Request, limit: int, idle: float) -> bytes:
+    """The whole body, refused as soon as it is known to exceed ``limit`` (declared or sent),
+    or once it sends nothing for ``idle`` seconds (408 SC4014, as on the proxy listener):
+    aiohttp itself would wait for a stalled body for ever, holding the handler."""
     if request.content_length is not None and request.content_length > limit:
         raise SidecarError("SC4047")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(CHUNK):
+    while chunk := await _next_chunk(request, idle):
         size += len(chunk)
         if size > limit:
             raise SidecarError("SC4047")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def _next_chunk(request: web.Request, idle: float) -> bytes:
+    """The next piece of the body (b"" at its end), or SC4014 after ``idle`` silent seconds."""
+    try:
+        return await asyncio.wait_for(request.content.readany(), idle)
+    except TimeoutError:
+        raise SidecarError("SC4014", "The webhook body sent nothing in time") from None

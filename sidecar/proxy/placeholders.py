@@ -57,6 +57,7 @@ _FORM = "application/x-www-form-urlencoded"
 _DECODABLE = re.compile(r"[%+\\&]")  # what a decoding below could change in ASCII text
 _INLINE = 64 * 1024  # bodies up to this size are rewritten on the event loop
 _ROUNDS = 3  # decoding rounds when looking for the shape (%25257B needs three)
+GROWTH = 2  # a rewritten body or query may be at most this many times max_body (else SC4048)
 _SEPARATOR = "\x00"  # joins values checked together; \s and the default shape match no NUL
 
 
@@ -104,10 +105,13 @@ class Rules:
     literals: Mapping[str, str]
     shape: re.Pattern[str]
     cred: Credential
+    limit: int | None = None  # the most a rewritten body or query may grow to, bytes
 
     @classmethod
-    def of(cls, literals: Mapping[str, str], pattern: str, cred: Credential) -> Rules:
-        return cls(literals, _compiled(pattern), cred)
+    def of(
+        cls, literals: Mapping[str, str], pattern: str, cred: Credential, limit: int | None = None
+    ) -> Rules:
+        return cls(literals, _compiled(pattern), cred, limit)
 
     def value(self, literal: str) -> str:
         """The field's value; SC4052 (naming the literal and field, never a value) if absent."""
@@ -118,6 +122,20 @@ class Rules:
             raise SidecarError(
                 "SC4052", f"Placeholder {literal!r}: the credential has no field {field!r}"
             ) from None
+
+    def grow(self, size: int, old: str, new: str) -> int:
+        """``size`` after ``old`` becomes ``new``; SC4048 once past ``limit``, before the
+        rewritten text is built: a long secret in many tiny placeholders would otherwise turn
+        a body within ``max_body`` into hundreds of times that in memory and upstream. The
+        limit is ``GROWTH`` times ``max_body``, so a body of exactly ``max_body`` still grows
+        by its secrets' real length."""
+        size += len(new) - len(old)
+        self.bound(size)
+        return size
+
+    def bound(self, size: int) -> None:
+        if self.limit is not None and size > self.limit:
+            raise SidecarError("SC4048", f"Over {self.limit} bytes once substituted")
 
     def shaped(self, text: str) -> bool:
         """The text, or any chain of up to three decodings of it, holds the placeholder shape."""
@@ -171,7 +189,7 @@ def apply(
     """The URL and body with every placeholder replaced, or SC4050-SC4054 (nothing is sent)."""
     if not cfg.placeholders:
         return url, body
-    rules = Rules.of(cfg.placeholders, cfg.placeholder_pattern, cred)
+    rules = Rules.of(cfg.placeholders, cfg.placeholder_pattern, cred, GROWTH * cfg.max_body)
     if rules.shaped(url.raw_path):
         raise SidecarError("SC4050", "The path holds a placeholder-shaped value (never replaced)")
     query = url.raw_query_string
@@ -200,12 +218,18 @@ def substitute_body(rules: Rules, headers: CIMultiDict[str], body: bytes) -> byt
     if not rules.shaped(text):
         return body
     if kind == "json":
-        return substitute_json(rules, text).encode()
+        return _bounded(rules, substitute_json(rules, text).encode())
     if kind == "form":
-        return substitute_pairs(rules, text, "form body").encode()
+        return _bounded(rules, substitute_pairs(rules, text, "form body").encode())
     raise SidecarError(
         "SC4051", "Placeholders are replaced only in JSON and form bodies; this one holds one"
     )
+
+
+def _bounded(rules: Rules, body: bytes) -> bytes:
+    """The exact check in bytes (:meth:`Rules.grow` counts characters as it goes)."""
+    rules.bound(len(body))
+    return body
 
 
 def _utf8(body: bytes) -> str | None:
@@ -272,10 +296,14 @@ def substitute_json(rules: Rules, text: str) -> str:
         raise SidecarError("SC4051", "The JSON body could not be rewritten safely")
     _check(rules, strings, "the JSON body", "A JSON object key is placeholder-shaped")
     out: list[str] = []
-    last = 0
+    last, size = 0, len(text)
+    rendered: dict[str, str] = {}
     for i in [i for i, (decoded, _) in enumerate(strings) if decoded in rules.literals]:
-        match = tokens[i]
-        out += (text[last : match.start()], json.dumps(rules.value(strings[i][0])))
+        match, literal = tokens[i], strings[i][0]
+        if literal not in rendered:
+            rendered[literal] = json.dumps(rules.value(literal))
+        size = rules.grow(size, match[0], rendered[literal])
+        out += (text[last : match.start()], rendered[literal])
         last = match.end()
     out.append(text[last:])
     return "".join(out)
@@ -305,10 +333,17 @@ def substitute_pairs(rules: Rules, text: str, where: str) -> str:
     names = [(_form_decode(name), True) for name, _, _ in parts]
     values = [(_form_decode(value), False) for _, _, value in parts]
     _check(rules, names + values, f"the {where}", f"A name in the {where} is placeholder-shaped")
-    out = [
-        f"{name}={_quoted(rules, decoded)}" if decoded in rules.literals else name + sep + value
-        for (name, sep, value), (decoded, _) in zip(parts, values, strict=True)
-    ]
+    out: list[str] = []
+    size = len(text)
+    rendered: dict[str, str] = {}
+    for (name, sep, value), (decoded, _) in zip(parts, values, strict=True):
+        if decoded not in rules.literals:
+            out.append(name + sep + value)
+            continue
+        if decoded not in rendered:
+            rendered[decoded] = _quoted(rules, decoded)
+        size = rules.grow(size, sep + value, "=" + rendered[decoded])
+        out.append(f"{name}={rendered[decoded]}")
     return "&".join(out)
 
 

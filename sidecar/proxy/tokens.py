@@ -175,15 +175,32 @@ async def admit(
     opaque Bearer gets that token's grant; any other call goes to the proxy-key gate as before.
     """
     opts = emulation(upstream)
-    if opts is None:
+    if opts is None or opts.token_path is None:
         return await guard.admit(rt, upstream, request, headers, raw_path)
-    if decoded_path(raw_path).rstrip("/") == opts.token_path:
+    path = decoded_path(raw_path)
+    if path.rstrip("/") == opts.token_path:
         audit.routed(request, upstream.name, upstream.cfg.credential, raw_path)
         raise await token_answer(rt, upstream, opts, request)
+    if loose(path) == loose(opts.token_path):
+        audit.routed(request, upstream.name, upstream.cfg.credential, raw_path)
+        raise OAuthError("SC4044", "invalid_request", f"Send token requests to {opts.token_path}")
     token = opaque_bearer(upstream, request)
     if token is None:
         return await guard.admit(rt, upstream, request, headers, raw_path)
     return bound_grant(rt, upstream, request, headers, raw_path, token)
+
+
+def loose(path: str) -> str:
+    """A path as the most lenient router reads it: case folded, slashes squeezed, ``;params``
+    and a ``.format`` suffix dropped (Rails routes ``/oauth/token.json`` and ``//oauth/token``
+    to the token endpoint; servlet containers drop ``;jsessionid=...``). A spelling of the token
+    path that is not the token path is refused (SC4044), never forwarded: it would carry the
+    app's client credentials (placeholders the sidecar may turn into the real ones) to the
+    provider's real token endpoint, and relay a real token back."""
+    segments = [seg.partition(";")[0] for seg in path.lower().split("/") if seg]
+    if segments:
+        segments[-1] = segments[-1].partition(".")[0]
+    return "/".join(segments)
 
 
 def opaque_bearer(upstream: Upstream, request: Incoming) -> str | None:

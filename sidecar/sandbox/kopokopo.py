@@ -2,10 +2,11 @@
 
 Shaped after Kopokopo's API as its official Python SDK (``k2-connect`` 2.0.0) calls it:
 
-* ``POST /oauth/token``, a form of ``client_id``, ``client_secret`` and
-  ``grant_type=client_credentials``, answered ``{"access_token", "token_type": "Bearer",
-  "expires_in", "created_at"}`` (``created_at`` in unix seconds). Client authentication and
-  the grant are checked by the strict RFC 6749 helpers of :mod:`sidecar.sandbox.oauth2`.
+* ``POST /oauth/token`` (``/oauth/token.json`` too, as Rails routes it): a form of
+  ``client_id``, ``client_secret`` and ``grant_type=client_credentials``, answered
+  ``{"access_token", "token_type": "Bearer", "expires_in", "created_at"}`` (``created_at`` in
+  unix seconds). Client authentication and the grant are checked by the strict RFC 6749
+  helpers of :mod:`sidecar.sandbox.oauth2`.
 * ``POST /api/v2/incoming_payments`` (``/api/v1/...`` too, as older SDKs call it), a JSON STK
   push request with a live Bearer token: ``201 Created`` with the payment's URL in
   ``Location`` and no body, which is what the SDK returns to the app.
@@ -145,6 +146,9 @@ def make_app(cfg: KopokopoConfig) -> web.Application:
     if cfg.webhook_key is not None:  # POST /_sandbox/webhooks/send: a signed event to the app
         add_sender(app, cfg.webhook_key)
     app.router.add_post(TOKEN_PATH, token_endpoint)
+    # Kopokopo's token endpoint is Doorkeeper's (Rails): ``/oauth/token(.:format)`` routes
+    # ``/oauth/token.json`` to it too, which the sidecar must never forward (SC4044).
+    app.router.add_post(TOKEN_PATH + ".{format:json}", token_endpoint)
     for path in PAYMENTS:
         app.router.add_post(path, create_payment)
         app.router.add_get(path + "/{payment_id}", view_payment)
