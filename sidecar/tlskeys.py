@@ -75,27 +75,34 @@ class TlsKeys:
         self.cafile = cafile
         self.current: ClientTls | None = None
         self.credential = ""
+        self.source: Credential | None = None  # the credential object ``current`` was made for
+        self._pair: tuple[str | None, str | None] = (None, None)
 
     @property
     def version(self) -> int:
         return -1 if self.current is None else self.current.version
 
     def ensure(self, cred: Credential) -> ssl.SSLContext | None:
-        """The new context when ``cred`` is a version not seen yet, else None.
+        """The new context when ``cred`` is a version or a pair not seen yet, else None.
 
+        The pair is compared, not only the version: a credential deleted and created again
+        starts over at KV version 1, and must not keep presenting the deleted certificate.
         The old context is dropped here (the pool drops its own reference in ``use_tls``, and
         its connections after their request), so the old key leaves OpenSSL's memory with it.
         """
-        if self.current is not None and self.current.version == cred.version:
+        pair = (cred.fields.get(CERT_FIELD), cred.secrets.get(KEY_FIELD))
+        same = self.current is not None and self.current.version == cred.version
+        self.source = cred
+        if same and pair == self._pair:
             return None
-        self.current = None
+        self.current, self._pair = None, pair
         self.current = self._build(cred)
         return self.current.context
 
     def drop(self) -> bool:
         """Forget the context (the credential was deleted); True if there was one."""
         had = self.current is not None
-        self.current = None
+        self.current, self.source, self._pair = None, None, (None, None)
         return had
 
     def _build(self, cred: Credential) -> ClientTls:
