@@ -36,6 +36,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
+from sidecar.schemes.jwskeys import KeyProblem, load_bounded_key
 from sidecar.schemes.probe import Probe, probe_with
 
 CERT_FIELD = "client_certificate"
@@ -81,7 +82,9 @@ def _key(pem: str) -> PrivateKeyTypes:
     if len(pem) > MAX_KEY_BYTES:
         raise SidecarError("SC2017", f"{KEY_FIELD}: over {MAX_KEY_BYTES} bytes")
     try:
-        return serialization.load_pem_private_key(pem.encode(), password=None)
+        return load_bounded_key(pem)
+    except KeyProblem as problem:
+        raise SidecarError("SC2017", f"{KEY_FIELD}: {problem.reason}") from None
     except TypeError:
         raise SidecarError("SC2017", f"{KEY_FIELD}: encrypted keys are not supported") from None
     except (ValueError, UnsupportedAlgorithm):
