@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import string
 import time
@@ -188,12 +189,23 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """``1e400`` parses to infinity, which the claims would carry as ``Infinity``: not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def body_json(body: bytes | None) -> Any:
-    """The body as one JSON value (``_ABSENT`` for no body); strict: no NaN, no duplicate keys."""
+    """The body as one JSON value (``_ABSENT`` for no body); strict: no NaN or infinite
+    number, no duplicate keys."""
     if not body:
         return _ABSENT
     try:
-        return json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(
+            body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
+        )
     except (ValueError, RecursionError):
         return _NOT_JSON
 
