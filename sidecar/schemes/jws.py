@@ -41,6 +41,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
+from sidecar.schemes.mtls import origin_path
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL
@@ -121,6 +122,8 @@ class JwsOptions(SchemeOptions):
             raise ValueError("claims must be JSON values (quote dates and times)") from None
         for name, value in self.claims.items():
             _check_claim(name, value)
+        if self.probe is not None:
+            origin_path(self.probe.path, "probe.path")
         return self
 
 

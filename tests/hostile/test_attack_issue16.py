@@ -1,0 +1,170 @@
+"""Attacker pass on issue 16's key-pair surfaces (jws, mtls): real OpenBao, the real runtime,
+the shipped DuitNow and client-certificate peers. Each test names the attack it sends."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from sidecar.errors import ConfigError
+from sidecar.sandbox.duitnow import DUITNOW_STATE
+from sidecar.sandbox.mtls_peer import Issued
+from sidecar.sandbox.openbao import OpenBao
+from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, make_config, make_sidecar
+from tests.integration.test_jws import FIELDS, peer_app, private_pem
+from tests.integration.test_jws import upstream as jws_upstream
+from tests.integration.test_mtls import Bank, bank, put, raw_record, serial_via_proxy
+from tests.integration.test_mtls import upstream as mtls_upstream
+
+__all__ = ["bank", "make_config", "make_sidecar"]  # fixtures shared with tests/integration
+HOST = {"Host": "127.0.0.1"}
+OVERSIZED_RSA_BITS = 4104  # just over the 4096-bit cap: cheap to generate, still refused
+
+
+@cache
+def big_rsa() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=OVERSIZED_RSA_BITS)
+
+
+def pem_of(key: rsa.RSAPrivateKey) -> str:
+    raw = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return raw.decode()
+
+
+async def duitnow(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> tuple[Sidecar, web.Application]:
+    app = peer_app()
+    peer = await aiohttp_server(app)
+    url = str(peer.make_url("")).rstrip("/")
+    return await make_sidecar(make_config({"duitnow": jws_upstream(url, "dn")})), app
+
+
+async def put_jws(sc: Sidecar, pem: str, name: str = "dn") -> tuple[int, dict[str, Any]]:
+    fields = {**FIELDS, "private_key": pem}
+    r = await sc.admin.put(
+        f"/v1/credentials/{name}", json={"upstream": "duitnow", "fields": fields}
+    )
+    return r.status, await r.json()
+
+
+# -- mTLS ------------------------------------------------------------------------------------
+
+
+async def test_recreated_credential_presents_its_new_certificate(
+    bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Delete then re-create: KV v2 numbers the new record version 1 again, like the deleted
+    one. The proxy must present the new certificate, not keep the deleted one's key."""
+    sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    old, new = bank.ca.client("old"), bank.ca.client("new")
+    assert (await put(sc, old))[0] == 201
+    assert await serial_via_proxy(sc) == old.serial
+    assert (await sc.admin.delete("/v1/credentials/bank")).status == 204
+    status, saved = await put(sc, new)
+    assert (status, saved["version"]) == (201, 1)
+    assert [await serial_via_proxy(sc) for _ in range(3)] == [new.serial] * 3
+
+
+def rsa_client(bank: Bank, key: rsa.RSAPrivateKey) -> Issued:
+    """A client certificate from the bank's CA for an RSA key of the test's choosing."""
+    now = datetime.now(UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "big")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(bank.ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=30))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(bank.ca.key, hashes.SHA256())
+    )
+    return Issued(cert.public_bytes(serialization.Encoding.PEM).decode(), pem_of(key), 0)
+
+
+async def test_oversized_rsa_client_key_is_refused_before_it_costs_cpu(
+    bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar, openbao: OpenBao, prefix: str
+) -> None:
+    """An RSA client key over 4096 bits (an 8192-bit key costs ~5 s of event-loop time to
+    validate and ~40 ms per handshake here) is 422 SC2017 and nothing is stored."""
+    sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    status, answer = await put(sc, rsa_client(bank, big_rsa()))
+    assert (status, answer["code"]) == (422, "SC2017"), answer
+    assert "4096" in answer["message"] and "PRIVATE" not in json.dumps(answer)
+    assert raw_record(openbao, prefix) is None
+
+
+async def test_handshake_path_stays_on_the_upstream_origin(
+    bank: Bank, make_config: MakeConfig
+) -> None:
+    """handshake_path (mtls) and probe.path (jws) are paths: a URL would make verify present
+    the client certificate, or send a token signed with the key, to another host."""
+    for path in ("https://evil.example/", "//evil.example/x", "x", "/\\evil.example"):
+        with pytest.raises(ConfigError, match="handshake_path"):
+            make_config({"bank": mtls_upstream(bank, handshake_path=path)})
+    make_config({"bank": mtls_upstream(bank, handshake_path="/health?deep=1")})
+    probe = {"method": "GET", "path": "https://evil.example/v1/merchant"}
+    with pytest.raises(ConfigError, match="probe.path"):  # a signed JWS would go there
+        make_config({"duitnow": {**jws_upstream("http://127.0.0.1:9", "dn"), "probe": probe}})
+
+
+# -- JWS -------------------------------------------------------------------------------------
+
+
+async def test_oversized_rsa_jws_key_is_refused(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """A jws private_key over 4096 bits (CPU per signature grows with the cube of the size) is
+    422 SC2014; a PEM over 16 KiB (a key followed by padding) is 422 SC2013."""
+    sc, _ = await duitnow(aiohttp_server, make_config, make_sidecar)
+    status, answer = await put_jws(sc, pem_of(big_rsa()))
+    assert (status, answer["code"]) == (422, "SC2014"), answer
+    status, answer = await put_jws(sc, private_pem() + "\n" * 17_000)
+    assert (status, answer["code"]) == (422, "SC2013"), answer
+    assert (await sc.admin.get("/v1/credentials/dn")).status == 404
+
+
+async def test_body_with_a_number_json_cannot_carry_is_refused(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """``1e400`` parses to infinity, which the claims would carry as ``Infinity`` (not JSON;
+    the provider's parser refuses it or reads something else): 400 SC4055, nothing sent."""
+    sc, app = await duitnow(aiohttp_server, make_config, make_sidecar)
+    assert (await put_jws(sc, private_pem()))[0] == 201
+    accepted = app[DUITNOW_STATE].accepted
+    for raw in (b'{"amount": 1e400}', b'{"amount": -1e999}'):
+        r = await sc.proxy.post(
+            "/duitnow/v1/payment-intents",
+            data=raw,
+            headers={**HOST, "Content-Type": "application/json"},
+        )
+        assert (r.status, (await r.json())["code"]) == (400, "SC4055")
+    assert app[DUITNOW_STATE].accepted == accepted
+
+
+async def test_pismo_create_verifies_the_jws_key(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Held: the Pismo-shaped POST /v1/credentials runs the same key checks as PUT (a 1024-bit
+    key is 422 SC2014, nothing stored) and never echoes the key."""
+    sc, _ = await duitnow(aiohttp_server, make_config, make_sidecar)
+    weak = private_pem(1024)
+    body = {"key": weak, "provider": "duitnow", "type": "dn", "provider_data": FIELDS}
+    r = await sc.admin.post("/v1/credentials", json=body)
+    text = await r.text()
+    assert (r.status, json.loads(text)["code"]) == (422, "SC2014")
+    assert "PRIVATE" not in text and weak.splitlines()[1] not in text
+    assert (await sc.admin.get("/v1/credentials/duitnow-dn")).status == 404
