@@ -168,3 +168,36 @@ async def test_pismo_create_verifies_the_jws_key(
     assert (r.status, json.loads(text)["code"]) == (422, "SC2014")
     assert "PRIVATE" not in text and weak.splitlines()[1] not in text
     assert (await sc.admin.get("/v1/credentials/duitnow-dn")).status == 404
+
+
+async def test_a_key_pasted_in_the_wrong_place_is_not_echoed(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Admin mistakes that put the PEM where a name goes (a field name, the upstream, an extra
+    key, the Pismo provider, a PATCH field): each is refused, and no answer quotes the key."""
+    sc, _ = await duitnow(aiohttp_server, make_config, make_sidecar)
+    pem = private_pem()
+    assert (await put_jws(sc, pem))[0] == 201
+    mistakes: list[tuple[str, str, dict[str, Any]]] = [
+        ("PUT", "/v1/credentials/dn", {"upstream": "duitnow", "fields": {pem: "private_key"}}),
+        ("PUT", "/v1/credentials/dn", {"upstream": pem, "fields": {"private_key": pem}}),
+        ("PUT", "/v1/credentials/dn", {"upstream": "duitnow", "fields": {}, pem: 1}),
+        ("POST", "/v1/credentials", {"key": "k", "provider": pem, "type": "x"}),
+        ("PATCH", "/v1/credentials/dn", {"fields": {pem: "x"}}),
+        ("PATCH", "/v1/credentials/dn", {"fields": {"issuer": [pem]}}),
+    ]
+    seen = []
+    for method, path, body in mistakes:
+        r = await sc.admin.request(method, path, json=body)
+        text = await r.text()
+        seen.append((r.status, json.loads(text)["code"]))
+        leaked = "PRIVATE KEY" in text or pem.splitlines()[2] in text
+        assert not leaked, (method, path, r.status)  # never the text itself: it holds the key
+    assert seen == [
+        (422, "SC1002"),
+        (422, "SC2004"),
+        (422, "SC1002"),
+        (422, "SC2004"),
+        (422, "SC1002"),
+        (422, "SC1002"),
+    ]
