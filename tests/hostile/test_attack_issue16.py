@@ -201,3 +201,20 @@ async def test_a_key_pasted_in_the_wrong_place_is_not_echoed(
         (422, "SC1002"),
         (422, "SC1002"),
     ]
+
+
+async def test_patch_cannot_change_what_the_jws_probe_verified(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """issuer, subject and key_id go into every signed token and the probe checked them at
+    save; PATCH verifies nothing, so it may not change them (422 SC1002, no new version)."""
+    sc, app = await duitnow(aiohttp_server, make_config, make_sidecar)
+    assert (await put_jws(sc, private_pem()))[0] == 201
+    for field in ("issuer", "subject", "key_id"):
+        r = await sc.admin.patch("/v1/credentials/dn", json={"fields": {field: "other"}})
+        assert (r.status, (await r.json())["code"]) == (422, "SC1002")
+    r = await sc.admin.patch("/v1/credentials/dn", json={"enabled": True})
+    assert (r.status, (await r.json())["version"]) == (200, 2)
+    r = await sc.proxy.post("/duitnow/v1/payment-intents", json={"amount": "1.00"})
+    assert r.status == 200, await r.text()
+    assert app[DUITNOW_STATE].errors == {}
