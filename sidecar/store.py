@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -55,7 +56,17 @@ class FieldSpec:
             raise SidecarError("SC1002", "; ".join(problems))
         public = {k: str(v) for k, v in fields.items() if k in self.public}
         secret = {k: str(v) for k, v in fields.items() if k in self.secret}
+        no_private_key({"fields": public})
         return public, secret
+
+
+def no_private_key(plain: Mapping[str, Any]) -> None:
+    """KV holds public fields and provider_data as plaintext, and GET returns them: a PEM
+    private key pasted there by mistake is refused (SC1002), never stored."""
+    for where, values in plain.items():
+        for key, value in values.items():
+            if "PRIVATE KEY-----" in json.dumps(value):
+                raise SidecarError("SC1002", f"{where}.{key}: holds a private key; not stored")
 
 
 class CredentialStore:
@@ -154,6 +165,7 @@ class CredentialStore:
         """Create or replace; returns (public view, created). Verify *before* calling this."""
         spec = self._specs(upstream)
         public, secret = spec.check(fields)
+        no_private_key({"provider_data": provider_data})
         current = await self.vault.kv_read(f"{FOLDER}/{name}")
         version = current[1] if current else 0
         if if_match is not None and if_match != version:
@@ -206,6 +218,7 @@ class CredentialStore:
         record, version = await self.read(name)
         if if_match is not None and if_match != version:
             raise SidecarError("SC2003")
+        no_private_key({k: changes[k] for k in ("fields", "provider_data") if k in changes})
         update: dict[str, Any] = {"updated_at": now_iso()}
         if "fields" in changes:
             spec = self._specs(record.upstream)

@@ -218,3 +218,28 @@ async def test_patch_cannot_change_what_the_jws_probe_verified(
     r = await sc.proxy.post("/duitnow/v1/payment-intents", json={"amount": "1.00"})
     assert r.status == 200, await r.text()
     assert app[DUITNOW_STATE].errors == {}
+
+
+async def test_a_private_key_is_never_stored_in_a_public_field(
+    bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar, openbao: OpenBao, prefix: str
+) -> None:
+    """A combined PEM (certificate and key, ``cat cert.pem key.pem``) pasted as the public
+    client_certificate, or a key put in provider_data, would sit in KV as plaintext and come
+    back from GET: refused (422) at PUT and at PATCH, and nothing is stored."""
+    sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    pair = bank.ca.client()
+    for bundle in (pair.cert_pem + pair.key_pem, pair.key_pem + pair.cert_pem):
+        status, answer = await put(sc, Issued(bundle, pair.key_pem, pair.serial))
+        assert (status, answer["code"]) == (422, "SC1002"), status
+        assert "PRIVATE" not in json.dumps(answer)
+    assert raw_record(openbao, prefix) is None
+    fields = {"client_certificate": pair.cert_pem, "client_private_key": pair.key_pem}
+    body = {"upstream": "bank", "fields": fields, "provider_data": {"backup": pair.key_pem}}
+    r = await sc.admin.put("/v1/credentials/bank", json=body)
+    assert (r.status, (await r.json())["code"]) == (422, "SC1002")
+    assert raw_record(openbao, prefix) is None
+    assert (await put(sc, pair))[0] == 201
+    r = await sc.admin.patch("/v1/credentials/bank", json={"provider_data": {"k": pair.key_pem}})
+    assert (r.status, (await r.json())["code"]) == (422, "SC1002")
+    record = raw_record(openbao, prefix)
+    assert record is not None and "PRIVATE KEY" not in json.dumps(record)
