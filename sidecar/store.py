@@ -79,6 +79,9 @@ class CredentialStore:
         self.cache_misses = 0
         self.stale_serves = 0
         self.invalid_records = 0  # records skipped by a sync because they do not parse
+        # KV's created_time of each cached record's metadata: a record deleted and created
+        # again restarts at version 1, so the version alone cannot tell it from the old one.
+        self._born: dict[str, str | None] = {}
 
     # -- the proxy's side: memory only -----------------------------------------------------
 
@@ -110,15 +113,18 @@ class CredentialStore:
         self._remember(cred)
         return cred
 
-    def _remember(self, cred: Credential) -> None:
+    def _remember(self, cred: Credential, replace_newer: bool = False) -> None:
+        """Cache ``cred`` unless a newer version is cached (``replace_newer``: the record may
+        have been deleted and created again, whose versions start over at 1)."""
         current = self._cache.get(cred.name)
-        if current is None or current.version <= cred.version:
+        if current is None or current.version <= cred.version or replace_newer:
             if current is not None:
                 SECRETS.discard(current.secrets.values())
             self._cache[cred.name] = cred
             SECRETS.add(cred.secrets.values())
 
     def _forget(self, name: str) -> None:
+        self._born.pop(name, None)
         gone = self._cache.pop(name, None)
         if gone is not None:
             SECRETS.discard(gone.secrets.values())
@@ -291,22 +297,28 @@ class CredentialStore:
         for name in names:
             meta = await self.vault.kv_metadata(f"{FOLDER}/{name}")
             cached = self._cache.get(name)
-            if meta is None or (cached and cached.version == int(meta["current_version"])):
+            if meta is None or (
+                cached
+                and cached.version == int(meta["current_version"])
+                and self._born.get(name) == meta.get("created_time")
+            ):
                 continue
             found = await self.vault.kv_read(f"{FOLDER}/{name}")
             if found is not None:
-                changed += await self._load(name, *found)
+                born = meta.get("created_time")
+                changed += await self._load(name, *found, again=self._born.get(name) != born)
+                self._born[name] = born
         self.last_sync = time.monotonic()
         return changed
 
-    async def _load(self, name: str, raw: dict[str, Any], version: int) -> int:
+    async def _load(self, name: str, raw: dict[str, Any], version: int, again: bool) -> int:
         """Cache one record; a malformed one is skipped (and dropped) so the others still sync.
 
         Why: one record that does not parse (written by hand, or by a newer sidecar) must not
         stop every other credential's updates and, past ``max_stale``, all proxying.
         """
         try:
-            self._remember(await self._decrypt(name, raw, version))
+            self._remember(await self._decrypt(name, raw, version), replace_newer=again)
         except ValidationError as exc:
             self.invalid_records += 1
             errors = exc.error_count()

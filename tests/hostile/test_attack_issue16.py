@@ -243,3 +243,22 @@ async def test_a_private_key_is_never_stored_in_a_public_field(
     assert (r.status, (await r.json())["code"]) == (422, "SC1002")
     record = raw_record(openbao, prefix)
     assert record is not None and "PRIVATE KEY" not in json.dumps(record)
+
+
+async def test_a_proxy_role_sidecar_drops_a_deleted_then_recreated_credential(
+    bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Delete and re-create between two syncs of another sidecar: KV numbers the new record
+    from 1 again (here: below the deleted one's 2), yet that sidecar's sync must load it, not
+    keep serving the deleted key."""
+    admin = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    old, new = bank.ca.client("old"), bank.ca.client("new")
+    assert [(await put(admin, old))[0] for _ in range(2)] == [201, 200]  # version 2
+    quiet = {"refresh_interval": 3600}  # no sync of its own during the test
+    pod = await make_sidecar(make_config({"bank": mtls_upstream(bank)}, cache=quiet))
+    assert await serial_via_proxy(pod) == old.serial
+    assert (await admin.admin.delete("/v1/credentials/bank")).status == 204
+    assert (await put(admin, new))[0] == 201
+    assert await pod.runtime.store.sync() == 1  # the pod's sync, run here at a known moment
+    pod.runtime.refresh_tls()
+    assert [await serial_via_proxy(pod) for _ in range(3)] == [new.serial] * 3
