@@ -201,13 +201,15 @@ def _finite(text: str) -> float:
 
 
 def body_json(body: bytes | None) -> Any:
-    """The body as one JSON value (``_ABSENT`` for no body); strict: no NaN or infinite
-    number, no duplicate keys."""
+    """The body as one JSON value (``_ABSENT`` for no body); strict: UTF-8 without a BOM
+    (RFC 8259; bytes would let Python sniff UTF-16), no NaN or infinite number, no duplicate
+    keys."""
     if not body:
         return _ABSENT
     try:
+        text = body.decode("utf-8")  # a BOM stays "\ufeff", which json.loads refuses
         return json.loads(
-            body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
         )
     except (ValueError, RecursionError):
         return _NOT_JSON

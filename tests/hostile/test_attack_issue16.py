@@ -137,15 +137,18 @@ async def test_oversized_rsa_jws_key_is_refused(
     assert (await sc.admin.get("/v1/credentials/dn")).status == 404
 
 
-async def test_body_with_a_number_json_cannot_carry_is_refused(
+async def test_body_whose_json_value_the_provider_would_not_see_is_refused(
     aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
 ) -> None:
     """``1e400`` parses to infinity, which the claims would carry as ``Infinity`` (not JSON;
-    the provider's parser refuses it or reads something else): 400 SC4055, nothing sent."""
+    the provider's parser refuses it or reads something else), and a UTF-16 or BOM-prefixed
+    body is JSON only to Python's byte sniffing (RFC 8259: UTF-8, no BOM), so ``data`` would
+    not be what the provider reads: 400 SC4055, nothing sent."""
     sc, app = await duitnow(aiohttp_server, make_config, make_sidecar)
     assert (await put_jws(sc, private_pem()))[0] == 201
     accepted = app[DUITNOW_STATE].accepted
-    for raw in (b'{"amount": 1e400}', b'{"amount": -1e999}'):
+    utf16, bom = '{"amount": "1.00"}'.encode("utf-16"), b'\xef\xbb\xbf{"amount": "1.00"}'
+    for raw in (b'{"amount": 1e400}', b'{"amount": -1e999}', utf16, bom):
         r = await sc.proxy.post(
             "/duitnow/v1/payment-intents",
             data=raw,
