@@ -13,8 +13,11 @@ OpenSSL's memory, held by the context only, which is dropped when the credential
 
 from __future__ import annotations
 
+import ctypes
 import os
+import resource
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 
@@ -24,7 +27,22 @@ from sidecar.schemes.base import Credential
 from sidecar.schemes.mtls import CERT_FIELD, KEY_FIELD, ClientCert, cert_info
 
 log = get_logger("sidecar.tlskeys")
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 WARN_DAYS = 14  # a warning log line once per version when fewer days than this remain
+
+
+def protect_memory() -> None:
+    """No core file, and no same-user ptrace or /proc/PID/mem reads (PR_SET_DUMPABLE 0).
+
+    Private keys (jws signing keys, client TLS keys) live in this process's memory: a crash
+    must not write them to a core file, and the app beside us (same user, shared PID
+    namespace) must not read them out. Linux only; elsewhere only the core limit is set.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            log.warning("prctl_dumpable_failed", errno=ctypes.get_errno())
 
 
 def has_client_cert(cred: Credential) -> bool:

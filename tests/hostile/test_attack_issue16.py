@@ -3,7 +3,9 @@ the shipped DuitNow and client-certificate peers. Each test names the attack it 
 
 from __future__ import annotations
 
+import ctypes
 import json
+import resource
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -265,3 +267,17 @@ async def test_a_proxy_role_sidecar_drops_a_deleted_then_recreated_credential(
     assert await pod.runtime.store.sync() == 1  # the pod's sync, run here at a known moment
     pod.runtime.refresh_tls()
     assert [await serial_via_proxy(pod) for _ in range(3)] == [new.serial] * 3
+
+
+async def test_a_running_sidecar_writes_no_core_file_and_refuses_ptrace(
+    bank: Bank, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Keys live in the process: once the runtime starts, the core limit is 0 (hard too) and
+    the process is not dumpable (no same-user ptrace or /proc/PID/mem), and the memfd load of
+    a client key through /proc/self/fd still works."""
+    sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    assert resource.getrlimit(resource.RLIMIT_CORE) == (0, 0)
+    assert ctypes.CDLL(None).prctl(3, 0, 0, 0, 0) == 0  # PR_GET_DUMPABLE
+    pair = bank.ca.client()
+    assert (await put(sc, pair))[0] == 201
+    assert await serial_via_proxy(sc) == pair.serial
