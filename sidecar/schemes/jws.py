@@ -41,8 +41,8 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
-from sidecar.schemes.mtls import origin_path
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
+from sidecar.schemes.mtls import origin_path
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL
 

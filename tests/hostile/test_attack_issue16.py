@@ -3,11 +3,13 @@ the shipped DuitNow and client-certificate peers. Each test names the attack it 
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import resource
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from sidecar.errors import ConfigError
+from sidecar.sandbox import mtls_peer
 from sidecar.sandbox.duitnow import DUITNOW_STATE
-from sidecar.sandbox.mtls_peer import Issued
+from sidecar.sandbox.mtls_peer import Issued, TestCa
 from sidecar.sandbox.openbao import OpenBao
+from sidecar.schemes.jws import Claims
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, make_config, make_sidecar
 from tests.integration.test_jws import FIELDS, peer_app, private_pem
 from tests.integration.test_jws import upstream as jws_upstream
@@ -119,7 +123,7 @@ async def test_handshake_path_stays_on_the_upstream_origin(
             make_config({"bank": mtls_upstream(bank, handshake_path=path)})
     make_config({"bank": mtls_upstream(bank, handshake_path="/health?deep=1")})
     probe = {"method": "GET", "path": "https://evil.example/v1/merchant"}
-    with pytest.raises(ConfigError, match="probe.path"):  # a signed JWS would go there
+    with pytest.raises(ConfigError, match=r"probe\.path"):  # a signed JWS would go there
         make_config({"duitnow": {**jws_upstream("http://127.0.0.1:9", "dn"), "probe": probe}})
 
 
@@ -281,3 +285,44 @@ async def test_a_running_sidecar_writes_no_core_file_and_refuses_ptrace(
     pair = bank.ca.client()
     assert (await put(sc, pair))[0] == 201
     assert await serial_via_proxy(sc) == pair.serial
+
+
+def test_public_fields_are_values_not_templates() -> None:
+    """Held: an issuer holding ``{now}``, quotes or braces is copied as text, never expanded
+    or parsed again (format_map substitutes once)."""
+    claims = Claims({"iss": "{issuer}", "aud": "acq:{issuer}:{subject}"})
+    facts = {"issuer": '{now}"}', "subject": "{{uuid4}}"}
+    out = claims.render(lambda name: facts[name])
+    assert out == {"iss": '{now}"}', "aud": 'acq:{now}"}:{{uuid4}}'}
+
+
+async def test_concurrent_calls_get_distinct_jtis(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar
+) -> None:
+    """Held: 100 concurrent signed calls are all accepted by the peer, which refuses any
+    replayed jti: every token had its own."""
+    sc, app = await duitnow(aiohttp_server, make_config, make_sidecar)
+    assert (await put_jws(sc, private_pem()))[0] == 201
+
+    async def call(i: int) -> int:
+        r = await sc.proxy.post("/duitnow/v1/payment-intents", json={"amount": f"{i}.00"})
+        return r.status
+
+    assert await asyncio.gather(*(call(i) for i in range(100))) == [200] * 100
+    assert app[DUITNOW_STATE].errors == {}
+
+
+async def test_provider_hostname_is_still_checked_with_a_client_certificate(
+    aiohttp_server: Any, make_config: MakeConfig, make_sidecar: MakeSidecar, tmp_path: Path
+) -> None:
+    """Held: a provider whose certificate (from the trusted CA) names another host is not
+    trusted at verify (SC2006): the client certificate is never presented to a stand-in."""
+    ca = TestCa()
+    ctx = mtls_peer.server_context(ca, ca.server(hosts=("bank.example",)))
+    server = await aiohttp_server(mtls_peer.make_app(), ssl=ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_text(ca.cert_pem)
+    bank = Bank(ca, server.app, f"https://127.0.0.1:{server.port}", ca_file)
+    sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
+    status, answer = await put(sc, ca.client())
+    assert (status, answer["code"]) == (502, "SC2006") and bank.seen == []
