@@ -326,3 +326,21 @@ async def test_provider_hostname_is_still_checked_with_a_client_certificate(
     sc = await make_sidecar(make_config({"bank": mtls_upstream(bank)}))
     status, answer = await put(sc, ca.client())
     assert (status, answer["code"]) == (502, "SC2006") and bank.seen == []
+
+
+def test_jws_header_cannot_be_a_framing_header(make_config: MakeConfig) -> None:
+    """``header: Content-Length`` (or Host, Transfer-Encoding, a Proxy- header) would put the
+    token where the connection or the framing reads it: a second Content-Length is request
+    smuggling. The config refuses it; Authorization and X-Signature are fine."""
+    base = jws_upstream("http://127.0.0.1:9", "dn")
+    for name in (
+        "Content-Length",
+        "host",
+        "Transfer-Encoding",
+        "Connection",
+        "Proxy-Authorization",
+    ):
+        with pytest.raises(ConfigError, match="header must not be"):
+            make_config({"duitnow": {**base, "header": name}})
+    for name in ("Authorization", "X-Signature"):
+        make_config({"duitnow": {**base, "header": name}})
