@@ -83,6 +83,7 @@ class ClientTls:
     context: ssl.SSLContext | None  # None: this version could not be loaded
     info: ClientCert | None
     not_after: float  # epoch seconds; the hot path compares a float, not a datetime
+    not_before: float = 0.0
 
 
 class TlsKeys:
@@ -134,7 +135,8 @@ class TlsKeys:
             log.error("client_certificate_unusable", credential=cred.name, code=exc.code)
             return ClientTls(cred.version, None, None, 0.0)
         self._warn(cred, info)
-        return ClientTls(cred.version, ctx, info, info.not_after.timestamp())
+        after, before = info.not_after.timestamp(), info.not_before.timestamp()
+        return ClientTls(cred.version, ctx, info, after, before)
 
     def _warn(self, cred: Credential, info: ClientCert) -> None:
         days = info.seconds_left() / 86400
@@ -152,8 +154,11 @@ class TlsKeys:
         cur = self.current
         if cur is None or cur.context is None:
             raise SidecarError("SC4060", f"Credential {self.credential!r}: see the sidecar log")
-        if time.time() >= cur.not_after:
+        now = time.time()
+        if now >= cur.not_after:
             raise SidecarError("SC4061", f"Credential {self.credential!r}: certificate expired")
+        if now < cur.not_before:
+            raise SidecarError("SC4061", f"Credential {self.credential!r}: not valid yet")
 
     def seconds_left(self) -> float | None:
         cur = self.current

@@ -19,17 +19,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from sidecar.errors import ConfigError
+from sidecar.errors import ConfigError, SidecarError
 from sidecar.sandbox import mtls_peer
 from sidecar.sandbox.duitnow import DUITNOW_STATE
 from sidecar.sandbox.mtls_peer import Issued, TestCa
 from sidecar.sandbox.openbao import OpenBao
 from sidecar.schemes.jws import Claims
+from sidecar.tlskeys import TlsKeys
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar, make_config, make_sidecar
 from tests.integration.test_jws import FIELDS, peer_app, private_pem
 from tests.integration.test_jws import upstream as jws_upstream
 from tests.integration.test_mtls import Bank, bank, put, raw_record, serial_via_proxy
 from tests.integration.test_mtls import upstream as mtls_upstream
+from tests.unit.test_tlskeys import cred as tlskeys_cred
 
 __all__ = ["bank", "make_config", "make_sidecar"]  # fixtures shared with tests/integration
 HOST = {"Host": "127.0.0.1"}
@@ -344,3 +346,13 @@ def test_jws_header_cannot_be_a_framing_header(make_config: MakeConfig) -> None:
             make_config({"duitnow": {**base, "header": name}})
     for name in ("Authorization", "X-Signature"):
         make_config({"duitnow": {**base, "header": name}})
+
+
+def test_a_stored_certificate_not_yet_valid_is_refused_locally() -> None:
+    """SC4061 says "expired or not yet valid": a stored pair whose notBefore is tomorrow (a
+    record written around the admin API) is refused before anything is sent, not presented."""
+    keys = TlsKeys("bank", None)
+    future = TestCa().client(days=30, start_days=1)
+    assert keys.ensure(tlskeys_cred(future)) is not None
+    with pytest.raises(SidecarError, match="SC4061"):
+        keys.check()
