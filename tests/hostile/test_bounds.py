@@ -62,10 +62,7 @@ def _bad_requests() -> list[tuple[str, bytes]]:
         ("chunk-lf-only", chunked + b"5\nhello\n0\n\n"),
         ("chunk-garbage-after", chunked + b"5\r\nhelloXX\r\n0\r\n\r\n"),
         ("chunk-no-size", chunked + b"\r\nhello\r\n"),
-        (
-            "oversized-head",
-            b"GET /peer/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n",
-        ),
+        ("oversized-head", b"GET /peer/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX: " + b"a" * 70_000 + b"\r\n\r\n"),
         ("many-headers", b"GET /peer/x HTTP/1.1\r\n" + b"X-A: b\r\n" * 200 + b"\r\n"),
         ("nul-in-value", b"GET /peer/x HTTP/1.1\r\nHost: 127.0.0.1\r\nX: a\x00b\r\n\r\n"),
         ("tls-on-plain", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(32)),
@@ -197,9 +194,7 @@ async def test_malformed_requests_leave_no_descriptors(sidecar: Sidecar) -> None
 async def _stall(port: int, i: int, closed: list[int]) -> None:
     """A partial head; even ``i`` closes at once, odd waits for the sidecar to close it."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        b"GET /peer/v1/balance HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Stalled: " + b"a" * (i % 300)
-    )
+    writer.write(b"GET /peer/v1/balance HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Stalled: " + b"a" * (i % 300))
     await writer.drain()
     try:
         if i % 2 == 0:

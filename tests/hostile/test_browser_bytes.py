@@ -74,9 +74,7 @@ def seeded(live: LiveSidecar) -> dict[str, object]:
         timeout=15,
     )
     assert r.status_code == 201
-    return {
-        k: v for k, v in r.json().items() if k != "verification"
-    }  # the save's, not the record's
+    return {k: v for k, v in r.json().items() if k != "verification"}  # the save's, not the record's
 
 
 def unchanged(live: LiveSidecar, before: dict[str, object]) -> None:
