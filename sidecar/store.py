@@ -306,19 +306,26 @@ class CredentialStore:
             found = await self.vault.kv_read(f"{FOLDER}/{name}")
             if found is not None:
                 born = meta.get("created_time")
-                changed += await self._load(name, *found, again=self._born.get(name) != born)
+                again = cached if self._born.get(name) != born else None
+                changed += await self._load(name, *found, again=again)
                 self._born[name] = born
         self.last_sync = time.monotonic()
         return changed
 
-    async def _load(self, name: str, raw: dict[str, Any], version: int, again: bool) -> int:
+    async def _load(
+        self, name: str, raw: dict[str, Any], version: int, again: Credential | None = None
+    ) -> int:
         """Cache one record; a malformed one is skipped (and dropped) so the others still sync.
 
         Why: one record that does not parse (written by hand, or by a newer sidecar) must not
         stop every other credential's updates and, past ``max_stale``, all proxying.
+        ``again``: the cached credential when the record may have been created again; it is
+        replaced even by a lower version, unless a save of ours replaced it meanwhile.
         """
         try:
-            self._remember(await self._decrypt(name, raw, version), replace_newer=again)
+            cred = await self._decrypt(name, raw, version)
+            created_again = again is not None and self._cache.get(name) is again
+            self._remember(cred, replace_newer=created_again)
         except ValidationError as exc:
             self.invalid_records += 1
             errors = exc.error_count()
