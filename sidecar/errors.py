@@ -14,6 +14,7 @@ One server middleware turns a ``SidecarError`` into ``{"message": ..., "code": .
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +133,20 @@ CODES: dict[str, Code] = {
 }
 
 
+_PEM_KEY = re.compile(
+    r"-----BEGIN [A-Z0-9 ]{0,32}PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]{0,32}PRIVATE KEY-----|\Z)",
+    re.DOTALL,
+)
+
+
+def unarmored(message: str) -> str:
+    """A message that quotes input (a field name, an upstream) may quote a private key pasted
+    in the wrong place by mistake: a PEM private key block never leaves in an answer."""
+    if "PRIVATE KEY-----" not in message:
+        return message
+    return _PEM_KEY.sub("[private key]", message)
+
+
 class SidecarError(Exception):
     """An error with a stable code; ``message`` is shown to the caller and must hold no secret."""
 
@@ -139,7 +154,7 @@ class SidecarError(Exception):
         entry = CODES[code]
         self.code = code
         self.status = entry.status
-        self.message = message or entry.message
+        self.message = unarmored(message or entry.message)
         self.details = details
         # Extra answer headers (X-Sidecar-Request-Sent); never a secret, like the message.
         self.headers: dict[str, str] = {}

@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from sidecar import tlskeys
 from sidecar.config import Config
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
@@ -156,6 +157,7 @@ class Runtime:
         return session
 
     async def start(self) -> None:
+        tlskeys.protect_memory()  # decrypted keys live here from now on: no core file
         for upstream in self.upstreams.values():
             upstream.open()
         self._tasks.append(asyncio.create_task(self._bootstrap(), name="vault-bootstrap"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -55,7 +56,17 @@ class FieldSpec:
             raise SidecarError("SC1002", "; ".join(problems))
         public = {k: str(v) for k, v in fields.items() if k in self.public}
         secret = {k: str(v) for k, v in fields.items() if k in self.secret}
+        no_private_key({"fields": public})
         return public, secret
+
+
+def no_private_key(plain: Mapping[str, Any]) -> None:
+    """KV holds public fields and provider_data as plaintext, and GET returns them: a PEM
+    private key pasted there by mistake is refused (SC1002), never stored."""
+    for where, values in plain.items():
+        for key, value in values.items():
+            if "PRIVATE KEY-----" in json.dumps(value):
+                raise SidecarError("SC1002", f"{where}.{key}: holds a private key; not stored")
 
 
 class CredentialStore:
@@ -68,6 +79,9 @@ class CredentialStore:
         self.cache_misses = 0
         self.stale_serves = 0
         self.invalid_records = 0  # records skipped by a sync because they do not parse
+        # KV's created_time of each cached record's metadata: a record deleted and created
+        # again restarts at version 1, so the version alone cannot tell it from the old one.
+        self._born: dict[str, str | None] = {}
 
     # -- the proxy's side: memory only -----------------------------------------------------
 
@@ -99,15 +113,18 @@ class CredentialStore:
         self._remember(cred)
         return cred
 
-    def _remember(self, cred: Credential) -> None:
+    def _remember(self, cred: Credential, replace_newer: bool = False) -> None:
+        """Cache ``cred`` unless a newer version is cached (``replace_newer``: the record may
+        have been deleted and created again, whose versions start over at 1)."""
         current = self._cache.get(cred.name)
-        if current is None or current.version <= cred.version:
+        if current is None or current.version <= cred.version or replace_newer:
             if current is not None:
                 SECRETS.discard(current.secrets.values())
             self._cache[cred.name] = cred
             SECRETS.add(cred.secrets.values())
 
     def _forget(self, name: str) -> None:
+        self._born.pop(name, None)
         gone = self._cache.pop(name, None)
         if gone is not None:
             SECRETS.discard(gone.secrets.values())
@@ -154,6 +171,7 @@ class CredentialStore:
         """Create or replace; returns (public view, created). Verify *before* calling this."""
         spec = self._specs(upstream)
         public, secret = spec.check(fields)
+        no_private_key({"provider_data": provider_data})
         current = await self.vault.kv_read(f"{FOLDER}/{name}")
         version = current[1] if current else 0
         if if_match is not None and if_match != version:
@@ -206,6 +224,7 @@ class CredentialStore:
         record, version = await self.read(name)
         if if_match is not None and if_match != version:
             raise SidecarError("SC2003")
+        no_private_key({k: changes[k] for k in ("fields", "provider_data") if k in changes})
         update: dict[str, Any] = {"updated_at": now_iso()}
         if "fields" in changes:
             spec = self._specs(record.upstream)
@@ -278,22 +297,35 @@ class CredentialStore:
         for name in names:
             meta = await self.vault.kv_metadata(f"{FOLDER}/{name}")
             cached = self._cache.get(name)
-            if meta is None or (cached and cached.version == int(meta["current_version"])):
+            if meta is None or (
+                cached
+                and cached.version == int(meta["current_version"])
+                and self._born.get(name) == meta.get("created_time")
+            ):
                 continue
             found = await self.vault.kv_read(f"{FOLDER}/{name}")
             if found is not None:
-                changed += await self._load(name, *found)
+                born = meta.get("created_time")
+                again = cached if self._born.get(name) != born else None
+                changed += await self._load(name, *found, again=again)
+                self._born[name] = born
         self.last_sync = time.monotonic()
         return changed
 
-    async def _load(self, name: str, raw: dict[str, Any], version: int) -> int:
+    async def _load(
+        self, name: str, raw: dict[str, Any], version: int, again: Credential | None = None
+    ) -> int:
         """Cache one record; a malformed one is skipped (and dropped) so the others still sync.
 
         Why: one record that does not parse (written by hand, or by a newer sidecar) must not
         stop every other credential's updates and, past ``max_stale``, all proxying.
+        ``again``: the cached credential when the record may have been created again; it is
+        replaced even by a lower version, unless a save of ours replaced it meanwhile.
         """
         try:
-            self._remember(await self._decrypt(name, raw, version))
+            cred = await self._decrypt(name, raw, version)
+            created_again = again is not None and self._cache.get(name) is again
+            self._remember(cred, replace_newer=created_again)
         except ValidationError as exc:
             self.invalid_records += 1
             errors = exc.error_count()

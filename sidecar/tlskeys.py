@@ -13,8 +13,11 @@ OpenSSL's memory, held by the context only, which is dropped when the credential
 
 from __future__ import annotations
 
+import ctypes
 import os
+import resource
 import ssl
+import sys
 import time
 from dataclasses import dataclass
 
@@ -24,7 +27,22 @@ from sidecar.schemes.base import Credential
 from sidecar.schemes.mtls import CERT_FIELD, KEY_FIELD, ClientCert, cert_info
 
 log = get_logger("sidecar.tlskeys")
+PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 WARN_DAYS = 14  # a warning log line once per version when fewer days than this remain
+
+
+def protect_memory() -> None:
+    """No core file, and no same-user ptrace or /proc/PID/mem reads (PR_SET_DUMPABLE 0).
+
+    Private keys (jws signing keys, client TLS keys) live in this process's memory: a crash
+    must not write them to a core file, and the app beside us (same user, shared PID
+    namespace) must not read them out. Linux only; elsewhere only the core limit is set.
+    """
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+            log.warning("prctl_dumpable_failed", errno=ctypes.get_errno())
 
 
 def has_client_cert(cred: Credential) -> bool:
@@ -65,6 +83,7 @@ class ClientTls:
     context: ssl.SSLContext | None  # None: this version could not be loaded
     info: ClientCert | None
     not_after: float  # epoch seconds; the hot path compares a float, not a datetime
+    not_before: float = 0.0
 
 
 class TlsKeys:
@@ -75,27 +94,34 @@ class TlsKeys:
         self.cafile = cafile
         self.current: ClientTls | None = None
         self.credential = ""
+        self.source: Credential | None = None  # the credential object ``current`` was made for
+        self._pair: tuple[str | None, str | None] = (None, None)
 
     @property
     def version(self) -> int:
         return -1 if self.current is None else self.current.version
 
     def ensure(self, cred: Credential) -> ssl.SSLContext | None:
-        """The new context when ``cred`` is a version not seen yet, else None.
+        """The new context when ``cred`` is a version or a pair not seen yet, else None.
 
+        The pair is compared, not only the version: a credential deleted and created again
+        starts over at KV version 1, and must not keep presenting the deleted certificate.
         The old context is dropped here (the pool drops its own reference in ``use_tls``, and
         its connections after their request), so the old key leaves OpenSSL's memory with it.
         """
-        if self.current is not None and self.current.version == cred.version:
+        pair = (cred.fields.get(CERT_FIELD), cred.secrets.get(KEY_FIELD))
+        same = self.current is not None and self.current.version == cred.version
+        self.source = cred
+        if same and pair == self._pair:
             return None
-        self.current = None
+        self.current, self._pair = None, pair
         self.current = self._build(cred)
         return self.current.context
 
     def drop(self) -> bool:
         """Forget the context (the credential was deleted); True if there was one."""
         had = self.current is not None
-        self.current = None
+        self.current, self.source, self._pair = None, None, (None, None)
         return had
 
     def _build(self, cred: Credential) -> ClientTls:
@@ -109,7 +135,8 @@ class TlsKeys:
             log.error("client_certificate_unusable", credential=cred.name, code=exc.code)
             return ClientTls(cred.version, None, None, 0.0)
         self._warn(cred, info)
-        return ClientTls(cred.version, ctx, info, info.not_after.timestamp())
+        after, before = info.not_after.timestamp(), info.not_before.timestamp()
+        return ClientTls(cred.version, ctx, info, after, before)
 
     def _warn(self, cred: Credential, info: ClientCert) -> None:
         days = info.seconds_left() / 86400
@@ -127,8 +154,11 @@ class TlsKeys:
         cur = self.current
         if cur is None or cur.context is None:
             raise SidecarError("SC4060", f"Credential {self.credential!r}: see the sidecar log")
-        if time.time() >= cur.not_after:
+        now = time.time()
+        if now >= cur.not_after:
             raise SidecarError("SC4061", f"Credential {self.credential!r}: certificate expired")
+        if now < cur.not_before:
+            raise SidecarError("SC4061", f"Credential {self.credential!r}: not valid yet")
 
     def seconds_left(self) -> float | None:
         cur = self.current

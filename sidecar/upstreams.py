@@ -97,17 +97,18 @@ class Upstream:
     def pool_for(self, cred: Credential) -> http1.Pool:
         """The pool, its TLS switched to ``cred``'s client certificate when that is new.
 
-        An integer comparison and a clock read per request when nothing changed (the clock:
+        An identity comparison and a clock read per request when nothing changed (the clock:
         an expired certificate is refused here, SC4061, before anything is sent). The first
-        request that sees a new version (or the sync, ``refresh_tls``) switches the pool: new
-        connections present the new certificate, pooled ones close after their request.
+        request that sees a new credential object (or the sync, ``refresh_tls``) switches the
+        pool if its pair changed: new connections present the new certificate, pooled ones
+        close after their request.
         """
         pool = self.pool
         if pool is None:
             raise SidecarError("SC1000", "sidecar is not started")
         keys = self.keys
         if keys is not None:
-            if keys.version != cred.version:
+            if keys.source is not cred:  # a new version, or the same number re-created
                 self.refresh_tls(cred)
             keys.check()
         return pool

@@ -38,6 +38,7 @@ from sidecar.handlers.models import (
 from sidecar.logging import get_logger
 from sidecar.record import CredentialView, describe
 from sidecar.schemes.base import Credential, Verification, verification_of
+from sidecar.schemes.jws import FIELDS as JWS_FIELDS
 from sidecar.schemes.mtls import CERT_FIELD
 
 log = get_logger("sidecar.admin")
@@ -257,8 +258,23 @@ async def patch_credential(request: web.Request) -> web.Response:
     if CERT_FIELD in changes.get("fields", {}):  # unverified, it could break every handshake
         raise SidecarError("SC1002", f"fields.{CERT_FIELD}: replace it with its key by PUT")
     await authorize(request, name, ("read", "update"))
+    await _unsigned_fields_only(request, name, changes.get("fields", {}))
     view = await credential_store(request).patch(name, changes, if_match(request))
     return json_response(dump(view), version=view.version)
+
+
+async def _unsigned_fields_only(request: web.Request, name: str, fields: dict[str, str]) -> None:
+    """jws: issuer, subject and key_id go into every token and the probe checked them at save;
+    PATCH verifies nothing, so they change by PUT (with the key), like client_certificate."""
+    if not fields:
+        return
+    record, _ = await credential_store(request).read(name)
+    upstream = runtime(request).upstreams.get(record.upstream)
+    if upstream is None or all(scheme != "jws" for scheme, _ in upstream.specs):
+        return
+    signed = sorted(set(fields) & set(JWS_FIELDS))
+    if signed:
+        raise SidecarError("SC1002", f"fields.{signed[0]}: it is signed; replace it by PUT")
 
 
 @routes.delete("/v1/credentials/{name}")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import string
 import time
@@ -41,6 +42,7 @@ from sidecar.schemes.base import (
     UpstreamContext,
 )
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
+from sidecar.schemes.mtls import origin_path
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL
 
@@ -50,6 +52,12 @@ NOW_PLUS = re.compile(r"now\+([0-9]{1,9})")
 NUMERIC_CLAIMS = frozenset({"exp", "iat", "nbf"})
 STRING_CLAIMS = frozenset({"iss", "sub", "jti"})
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
+# Headers of the connection or the message framing: a token there would be a second
+# Content-Length (request smuggling), a wrong Host, or dropped as hop-by-hop.
+FRAMING = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te"}
+    | {"trailer", "upgrade", "expect"}
+)
 _ABSENT = object()  # a fact with no value: the claim is left out (no body, no data)
 _NOT_JSON = object()  # a body that {body_json} cannot take
 PRESETS: dict[str, dict[str, Any]] = {
@@ -104,6 +112,8 @@ class JwsOptions(PresetOptions):
     def _check(self) -> JwsOptions:
         if not TOKEN.fullmatch(self.header):
             raise ValueError("header must be an HTTP header name")
+        if self.header.lower() in FRAMING or self.header.lower().startswith("proxy-"):
+            raise ValueError(f"header must not be {self.header}: the connection or framing uses it")
         if CONTROL.search(self.prefix):
             raise ValueError("prefix must not hold control characters")
         try:
@@ -112,6 +122,8 @@ class JwsOptions(PresetOptions):
             raise ValueError("claims must be JSON values (quote dates and times)") from None
         for name, value in self.claims.items():
             _check_claim(name, value)
+        if self.probe is not None:
+            origin_path(self.probe.path, "probe.path")
         return self
 
 
@@ -180,12 +192,25 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(text: str) -> float:
+    """``1e400`` parses to infinity, which the claims would carry as ``Infinity``: not JSON."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
 def body_json(body: bytes | None) -> Any:
-    """The body as one JSON value (``_ABSENT`` for no body); strict: no NaN, no duplicate keys."""
+    """The body as one JSON value (``_ABSENT`` for no body); strict: UTF-8 without a BOM
+    (RFC 8259; bytes would let Python sniff UTF-16), no NaN or infinite number, no duplicate
+    keys."""
     if not body:
         return _ABSENT
     try:
-        return json.loads(body, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        text = body.decode("utf-8")  # a BOM stays "\ufeff", which json.loads refuses
+        return json.loads(
+            text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite
+        )
     except (ValueError, RecursionError):
         return _NOT_JSON
 

@@ -25,7 +25,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from sidecar.errors import SidecarError
 from sidecar.schemes.base import (
@@ -36,6 +36,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
 )
+from sidecar.schemes.jwskeys import KeyProblem, load_bounded_key
 from sidecar.schemes.probe import Probe, probe_with
 
 CERT_FIELD = "client_certificate"
@@ -45,11 +46,27 @@ MAX_CHAIN_CERTS = 8
 MAX_KEY_BYTES = 16 * 1024  # an RSA-8192 PEM is under 7 KiB
 
 
+def origin_path(path: str, option: str) -> str:
+    """A path on the upstream's origin, never a URL: verify presents the candidate's
+    certificate (mtls) or a token signed with its key (jws), which must not go to another host.
+    """
+    if not path.startswith("/") or path.startswith("//") or "\\" in path:
+        raise ValueError(f"{option} must be a path on the upstream (/...), not a URL")
+    return path
+
+
 class MtlsOptions(SchemeOptions):
     handshake_path: str = Field(
         "/", description="path asked at verify over the candidate's TLS connection"
     )
     probe: Probe | None = Field(None, description="an authenticated call, for verify")
+
+    @model_validator(mode="after")
+    def _on_origin(self) -> MtlsOptions:
+        origin_path(self.handshake_path, "handshake_path")
+        if self.probe is not None:
+            origin_path(self.probe.path, "probe.path")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +98,9 @@ def _key(pem: str) -> PrivateKeyTypes:
     if len(pem) > MAX_KEY_BYTES:
         raise SidecarError("SC2017", f"{KEY_FIELD}: over {MAX_KEY_BYTES} bytes")
     try:
-        return serialization.load_pem_private_key(pem.encode(), password=None)
+        return load_bounded_key(pem)
+    except KeyProblem as problem:
+        raise SidecarError("SC2017", f"{KEY_FIELD}: {problem.reason}") from None
     except TypeError:
         raise SidecarError("SC2017", f"{KEY_FIELD}: encrypted keys are not supported") from None
     except (ValueError, UnsupportedAlgorithm):
