@@ -36,6 +36,11 @@ __all__ = ["SENT", "Pool", "Response", "UpstreamConnectionError", "UpstreamTimeo
 
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NEEDS_LENGTH = frozenset({"POST", "PUT", "PATCH"})
+# Written by the pool itself (framing, Host) or meaningful only to one hop: never a scheme's.
+_WIRE_OWNED = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer"}
+    | {"upgrade", "proxy-connection"}
+)
 
 
 def _framing(
@@ -142,8 +147,13 @@ class Pool:
     def _head(
         self, method: str, target: str, headers: Iterable[tuple[str, str]], framing: str
     ) -> bytes:
-        """The request head, encoded once; CR, LF or a space that would split it is refused."""
-        lines = [f"{name}: {value}\r\n" for name, value in headers]
+        """The request head, encoded once; CR, LF or a space that would split it is refused,
+        and so is a framing or connection header the app's request could not bring (the
+        pipeline drops those): one a scheme set would be a second Content-Length (smuggling)."""
+        pairs = list(headers)
+        if any(name.lower() in _WIRE_OWNED for name, _ in pairs):
+            raise ValueError("a framing or connection header set by a scheme")
+        lines = [f"{name}: {value}\r\n" for name, value in pairs]
         text = f"{method} {target}{self._suffix}{''.join(lines)}{framing}\r\n"
         crlf = len(lines) + (4 if framing else 3)
         if text.count("\n") != crlf or text.count("\r") != crlf or " " in target:

@@ -21,6 +21,7 @@ from sidecar.schemes.base import (
     SchemeBase,
     SchemeOptions,
     UpstreamContext,
+    check_header_names,
 )
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
@@ -42,6 +43,7 @@ class ApiKeyOptions(SchemeOptions):
     def _check(self) -> ApiKeyOptions:
         if self.header is None and self.query_param is None:
             raise ValueError("set header or query_param")
+        check_header_names(self.header, *self.extra_headers)
         for template in (self.template, *self.extra_headers.values()):
             Template(template, self.known_fields())
         return self

@@ -42,6 +42,22 @@ class PresetOptions(SchemeOptions):
         return data
 
 
+
+# Headers the connection owns (framing, Host) or that mean something to one hop only. A scheme
+# that set one would send a second Content-Length (request smuggling) or a wrong Host; the pool
+# refuses them at the wire too, this check says so at load, naming the option.
+WIRE_OWNED = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer"}
+    | {"upgrade", "expect", "proxy-connection"}
+)
+
+
+def check_header_names(*names: str | None) -> None:
+    """Refuse an option naming a header the connection owns (ValueError for the config model)."""
+    for name in names:
+        if name is not None and (name.lower() in WIRE_OWNED or name.lower().startswith("proxy-")):
+            raise ValueError(f"{name} is a framing or connection header: no scheme may set it")
+
 @dataclass(frozen=True, slots=True)
 class Credential:
     """One stored credential, decrypted, as the proxy uses it.

@@ -45,6 +45,7 @@ from sidecar.schemes.base import (
     PresetOptions,
     SchemeBase,
     UpstreamContext,
+    check_header_names,
 )
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
@@ -88,6 +89,7 @@ class HmacOptions(PresetOptions):
         if fmt.names.count("signature") != 1:
             raise ValueError("signature_format must contain {signature} exactly once")
         sent = {"timestamp": self.timestamp_header, "nonce": self.nonce_header}
+        check_header_names(self.signature_header, self.key_id_header, *sent.values())
         for name, header in sent.items():
             if name in used and header is None and name not in fmt.names:
                 raise ValueError(f"template uses {{{name}}} but {name}_header is not set")

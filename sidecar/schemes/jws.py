@@ -40,6 +40,7 @@ from sidecar.schemes.base import (
     PresetOptions,
     SchemeBase,
     UpstreamContext,
+    check_header_names,
 )
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
 from sidecar.schemes.mtls import origin_path
@@ -52,12 +53,6 @@ NOW_PLUS = re.compile(r"now\+([0-9]{1,9})")
 NUMERIC_CLAIMS = frozenset({"exp", "iat", "nbf"})
 STRING_CLAIMS = frozenset({"iss", "sub", "jti"})
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP header name (RFC 9110 token)
-# Headers of the connection or the message framing: a token there would be a second
-# Content-Length (request smuggling), a wrong Host, or dropped as hop-by-hop.
-FRAMING = frozenset(
-    {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "te"}
-    | {"trailer", "upgrade", "expect"}
-)
 _ABSENT = object()  # a fact with no value: the claim is left out (no body, no data)
 _NOT_JSON = object()  # a body that {body_json} cannot take
 PRESETS: dict[str, dict[str, Any]] = {
@@ -112,8 +107,7 @@ class JwsOptions(PresetOptions):
     def _check(self) -> JwsOptions:
         if not TOKEN.fullmatch(self.header):
             raise ValueError("header must be an HTTP header name")
-        if self.header.lower() in FRAMING or self.header.lower().startswith("proxy-"):
-            raise ValueError(f"header must not be {self.header}: the connection or framing uses it")
+        check_header_names(self.header)
         if CONTROL.search(self.prefix):
             raise ValueError("prefix must not hold control characters")
         try:

@@ -1026,6 +1026,16 @@ async def test_crlf_in_the_head_is_refused() -> None:
     await pool.close()
 
 
+async def test_framing_headers_from_a_scheme_are_refused() -> None:
+    """A Content-Length, Transfer-Encoding, Host or hop header reaching the pool (only a scheme
+    can add one: the pipeline drops the app's) would be smuggling: refused, nothing sent."""
+    pool = Pool(URL("http://127.0.0.1:1"), None)
+    for name in ("Content-Length", "transfer-encoding", "HOST", "Connection", "TE", "Upgrade"):
+        with pytest.raises(ValueError, match="framing or connection header"):
+            await pool.request("POST", "/", [(name, "5")], b"hello")
+    await pool.close()
+
+
 # --------------------------------------------------------------------------- timeouts and failures
 
 

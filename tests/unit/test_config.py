@@ -72,6 +72,24 @@ def test_scheme_options_are_validated_by_the_scheme() -> None:
     assert found[0].startswith("upstreams.azupay.no_such_option")
 
 
+@pytest.mark.parametrize(
+    "scheme,option",
+    [
+        ("api_key", "header: Content-Length"),
+        ("api_key", "extra_headers: {Transfer-Encoding: chunked}"),
+        ("api_key", "header: Host"),
+        ("hmac", "signature_header: Content-Length"),
+        ("hmac", "timestamp_header: Connection"),
+        ("jws", "header: Proxy-Authorization"),
+    ],
+)
+def test_no_scheme_may_set_a_framing_or_connection_header(scheme: str, option: str) -> None:
+    """A scheme header named Content-Length, Host or a hop header would smuggle: a load error."""
+    text = MINIMAL.replace("scheme: api_key", f"scheme: {scheme}") + f"    {option}\n"
+    found = problems(text)
+    assert any("framing or connection header" in line for line in found), found
+
+
 def test_unknown_scheme_is_refused() -> None:
     """A scheme name not in the registry lists the known ones."""
     found = problems(MINIMAL.replace("scheme: api_key", "scheme: nope"))
