@@ -206,6 +206,12 @@ class UpstreamConfig(BaseModel):
     )
     max_body: int = Field(1024 * 1024, gt=0, description="bytes read when a scheme needs the body")
     ca_bundle: Path | None = None
+    scrub_answers: bool = Field(
+        True,
+        description="scan answers for the secrets and token the sidecar injected: a header "
+        "holding one is 502 SC4030, body bytes are masked with '*', a compressed answer is 502 "
+        "SC4031 (Accept-Encoding: identity is sent) (docs/security-model.md)",
+    )
     require_proxy_key: bool = Field(False, description="callers must present a proxy key")
     proxy_key_header: str = Field(
         "Proxy-Authorization",

@@ -84,6 +84,13 @@ class Metrics:
         )
         for outcome in ("valid", "invalid"):
             self.webhook_verifications.labels(outcome)
+        # upstream names come from config; never the masked value
+        self.answer_redactions = Counter(
+            "sidecar_answer_redactions",
+            "Injected secrets masked in relayed answer bodies, by upstream",
+            ["upstream"],
+            registry=self.registry,
+        )
         self.traffic: dict[str, Traffic] = {}
 
     def observe(self, upstream: str, status: int, seconds: float) -> None:

@@ -42,7 +42,7 @@ from sidecar import audit
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
-from sidecar.proxy import intercept, tokens
+from sidecar.proxy import intercept, scrub, tokens
 from sidecar.proxy import pipeline as proxy
 from sidecar.proxy.message import PHRASES, Frame, Incoming, error_answer, relayed
 from sidecar.proxy.reader import MAX_HEAD as MAX_HEAD
@@ -165,7 +165,7 @@ class ProxyProtocol(RequestReader):
         rt = self.rt
         audit.begin(req)
         try:
-            upstream, reply, started = await proxy.forward(rt, req, self.router)
+            upstream, reply, started, secrets = await proxy.forward(rt, req, self.router)
         except SidecarError as err:  # a refusal, or the body failed (SC4011, SC4014, SC4015)
             keep = req.keep_alive and (req.content is None or req.content.complete)
             return self._refuse(err, req, keep)
@@ -175,9 +175,15 @@ class ProxyProtocol(RequestReader):
             log.exception("proxy_unhandled")
             return self._refuse(SidecarError("SC1000"), req, False)
         try:
-            keep, sent = await self._relay(req, reply)
+            scanner = self._scanner(upstream.name, reply, req, secrets)
+            keep, sent = await self._relay(req, reply, scanner)
+        except SidecarError as err:  # the answer holds a secret or cannot be scanned
+            keep = req.keep_alive and (req.content is None or req.content.complete)
+            return self._refuse(err, req, keep)
         finally:
             reply.release()
+        if scanner is not None and scanner.hits:
+            self._redacted(upstream.name, scanner.hits)
         proxy.account_spend(rt, req, upstream, reply.status, started, sent)
         return keep
 
@@ -192,7 +198,30 @@ class ProxyProtocol(RequestReader):
             audit.access(req, answer.status, 0 if frame.bodiless else len(answer.body))
         return frame.keep and (req.content is None or req.content.complete)
 
-    async def _relay(self, req: Incoming, reply: http1.Response) -> tuple[bool, int]:
+    def _scanner(
+        self, name: str, reply: http1.Response, req: Incoming, secrets: tuple[bytes, ...]
+    ) -> scrub.Scanner | None:
+        """The body's scanner, or None when nothing is scanned; SC4030/SC4031 refuse the head."""
+        if not secrets:
+            return None
+        if scrub.in_head(secrets, reply.reason.encode("latin-1"), reply.raw_headers):
+            log.warning("answer_secret_in_head", upstream=name, status=reply.status)
+            raise _sent_complete(SidecarError("SC4030"))
+        if not Frame.choose(req, reply.status, reply.content_length).bodiless:
+            coding = reply.headers.get("Content-Encoding", "identity").strip().lower()
+            if coding not in ("identity", ""):
+                log.warning("answer_compressed", upstream=name, status=reply.status)
+                raise _sent_complete(SidecarError("SC4031"))
+        return scrub.Scanner(secrets)
+
+    def _redacted(self, name: str, hits: int) -> None:
+        """Count and log masked secrets; never the value, nor where it was."""
+        log.warning("answer_secret_redacted", upstream=name, count=hits)
+        self.rt.metrics.answer_redactions.labels(name).inc(hits)
+
+    async def _relay(
+        self, req: Incoming, reply: http1.Response, scanner: scrub.Scanner | None = None
+    ) -> tuple[bool, int]:
         """The upstream's status and headers as received, re-framed for this client.
 
         Returns whether the connection may be kept, and the body bytes relayed.
@@ -209,7 +238,7 @@ class ProxyProtocol(RequestReader):
             return frame.keep, 0
         if not frame.small:
             transport.write(head)
-            complete, sent = await self._stream(reply, frame.chunked)
+            complete, sent = await self._stream(reply, frame.chunked, scanner)
             return complete and frame.keep, sent
         try:
             body = await reply.read()
@@ -217,27 +246,42 @@ class ProxyProtocol(RequestReader):
             proxy.body_aborted(reply, exc)
             transport.close()  # nothing was sent yet: the app sees a closed connection
             return False, 0
+        if scanner is not None:
+            body = scanner.whole(body)
         transport.write(head + body)
         return frame.keep, len(body)
 
-    async def _stream(self, reply: http1.Response, chunked: bool) -> tuple[bool, int]:
-        """A large or unsized body, chunk by chunk, under the client's flow control."""
-        transport = self._transport()
+    async def _stream(
+        self, reply: http1.Response, chunked: bool, scanner: scrub.Scanner | None
+    ) -> tuple[bool, int]:
+        """A large or unsized body, chunk by chunk, under the client's flow control.
+
+        With a scanner, each chunk is what it lets out (its tail waits for the next chunk),
+        and its held-back tail is written at the end: an empty piece is never written, since
+        an empty chunk would end a chunked body.
+        """
         sent = 0
         try:
             async for chunk in reply.iter_chunks():
                 if self._closing:
                     return False, sent  # the client is gone
-                transport.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
-                sent += len(chunk)
-                await self.drain()
+                sent += await self._write_piece(scanner.feed(chunk) if scanner else chunk, chunked)
         except (http1.UpstreamTimeout, http1.UpstreamConnectionError) as exc:
             proxy.body_aborted(reply, exc)
-            transport.close()  # the client must see a cut answer, not a complete short one
+            self._transport().close()  # the client must see a cut answer, not a short one
             return False, sent
+        if scanner is not None:
+            sent += await self._write_piece(scanner.end(), chunked)
         if chunked:
-            transport.write(b"0\r\n\r\n")
+            self._transport().write(b"0\r\n\r\n")
         return True, sent
+
+    async def _write_piece(self, piece: bytes, chunked: bool) -> int:
+        """One piece of a streamed body, framed; nothing for an empty one."""
+        if piece:
+            self._transport().write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            await self.drain()
+        return len(piece)
 
     # -- refusals: every answer the listener makes itself is written by _refuse --------------
 
@@ -350,6 +394,12 @@ class ProxyProtocol(RequestReader):
         if self.idle and self.transport is not None and not self._closing:
             self._closing = True
             self.transport.close()
+
+
+def _sent_complete(err: SidecarError) -> SidecarError:
+    """The request reached the provider (it answered): the app must not resend blindly."""
+    err.headers[proxy.SENT_HEADER] = "complete"
+    return err
 
 
 class ProxyListener:

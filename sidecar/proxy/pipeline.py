@@ -24,7 +24,7 @@ from sidecar import audit, hostguard
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
 from sidecar.proxy import client as http1
-from sidecar.proxy import placeholders, tokens
+from sidecar.proxy import placeholders, scrub, tokens
 from sidecar.proxykeys.permissions import decoded_path
 from sidecar.runtime import Runtime
 from sidecar.schemes.base import Credential, OutboundRequest, Scheme
@@ -169,17 +169,19 @@ async def read_body(request: Incoming, limit: int) -> bytes:
 
 async def forward(
     rt: Runtime, request: Incoming, router: Router
-) -> tuple[Upstream, http1.Response, float]:
+) -> tuple[Upstream, http1.Response, float, tuple[bytes, ...]]:
     """Everything between the app's request and the upstream's answer head, for every mode.
 
     ``router`` is :func:`route`, or the router of the intercepted tunnel the request came
-    through. Returns the upstream, its answer (body unread) and when the send started, for the
-    latency metric.
+    through. Returns the upstream, its answer (body unread), when the send started (for the
+    latency metric) and the secrets the answer must not carry (``scrub.py``; none if opted out).
     """
     hostguard.check_proxy(rt, request)
     upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
+    if upstream.cfg.scrub_answers:  # a compressed answer could not be scanned
+        headers["Accept-Encoding"] = "identity"
     grant = await tokens.admit(rt, upstream, request, headers, raw_path)  # token emulation
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
     audit.attach(request, cred)
@@ -197,8 +199,17 @@ async def forward(
     outbound = OutboundRequest(request.method, url, headers, body)
     pool = upstream.pool_for(cred)  # SC1000 if not started; client TLS of this version (mtls)
     started = time.perf_counter()
-    reply = await send(pool, scheme, outbound, cred, stream, request.content_length)
-    return upstream, reply, started
+    sent: list[OutboundRequest] = []
+    reply = await send(pool, scheme, outbound, cred, stream, request.content_length, sent)
+    if not upstream.cfg.scrub_answers:
+        return upstream, reply, started, ()
+    app_auth = request.headers.get("Authorization")
+    return upstream, reply, started, scrub.needles(cred, _authorization(sent), app_auth)
+
+
+def _authorization(sent: list[OutboundRequest]) -> str | None:
+    """The Authorization of the request whose answer is relayed (the last one sent)."""
+    return sent[-1].headers.get("Authorization") if sent else None
 
 
 async def send(
@@ -208,8 +219,12 @@ async def send(
     cred: Credential,
     stream: AsyncIterator[bytes] | None,
     content_length: int | None,
+    sent: list[OutboundRequest] | None = None,
 ) -> http1.Response:
     """Drive the auth flow (one send, at most one retry); returns the answer to relay.
+
+    Each request sent is appended to ``sent``: the last one's Authorization is what the
+    answer is scanned for (a retry after a 401 carries a fresh token).
 
     A streamed body cannot be sent twice, which is why schemes that replay read it whole. Any
     502/504 raised here, by the pool or by the flow (a token refresh failing after a 401),
@@ -219,6 +234,8 @@ async def send(
 
     async def once(req: OutboundRequest) -> http1.Response:
         nonlocal answered
+        if sent is not None:
+            sent.append(req)
         if req.body is not None:
             resp = await _send_once(pool, req, req.body, None)
         else:

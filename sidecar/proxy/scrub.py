@@ -1,0 +1,102 @@
+"""Answers never carry a secret back to the app: the upstream's answer is scanned before relay.
+
+Why: a provider endpoint that echoes request headers (a debug route, an error page quoting the
+request) or stores and shows request fields would hand the app the real Bearer the sidecar put
+in ``Authorization``, or a secret a placeholder was replaced with, and the app is never meant to
+hold either (issue 15). The sidecar knows what it injected, so it looks for exactly that.
+
+What is looked for (the *needles*), per proxied request:
+- every secret field value of the credential, at least :data:`MIN_SECRET` bytes (a shorter value,
+  a PIN say, would match ordinary bytes: it is not scanned, and is documented as such);
+- the ``Authorization`` credentials the scheme put in the request (the OAuth2 access token; the
+  Base64 of a Basic pair), when the header differs from what the app sent;
+- each also as JSON-escaped and percent-encoded, when those differ from the raw bytes (cheap: a
+  token's charset usually makes them identical, so no extra needle). Base64 of a secret is not
+  scanned: a Base64 window depends on the offset, three needles per value for a rare echo.
+
+A needle in a header value or the reason phrase: the head is not relayed (502 SC4030). In the
+body: the bytes are replaced with as many ``*`` (framing and Content-Length stay exact). The
+scan keeps ``len(longest needle) - 1`` bytes back between chunks, so a needle split across
+reads or chunks is still found, and no byte of it is written before the decision.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from sidecar.schemes.base import Credential
+
+MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary text)
+_MASK = ord("*")
+
+
+def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes, ...]:
+    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in."""
+    values = [v for v in cred.secrets.values() if len(v.encode()) >= MIN_SECRET]
+    if sent is not None and sent != app:
+        token = sent.partition(" ")[2].strip() or sent
+        if len(token.encode()) >= MIN_SECRET:
+            values.append(token)
+    found: set[bytes] = set()
+    for value in values:
+        found.update(_spellings(value))
+    return tuple(sorted(found, key=len, reverse=True))
+
+
+def _spellings(value: str) -> set[bytes]:
+    """The value as bytes, JSON-escaped and percent-encoded (one entry when they agree)."""
+    raw = value.encode("utf-8", "surrogateescape")
+    escaped = json.dumps(value)[1:-1].encode()  # ASCII: non-ASCII as \\uXXXX
+    slashed = escaped.replace(b"/", b"\\/")  # PHP and some Java encoders escape the slash
+    return {raw, escaped, slashed, quote(value, safe="").encode()}
+
+
+def in_head(needles_: tuple[bytes, ...], reason: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a needle is in the reason phrase or any header value (names too: they are echoed)."""
+    blob = b"\n".join([reason, *(b"%s:%s" % pair for pair in raw)])
+    return any(n in blob for n in needles_)
+
+
+class Scanner:
+    """A body, chunk by chunk: redacted bytes out, the last ``keep`` bytes held back."""
+
+    __slots__ = ("hits", "keep", "needles", "tail")
+
+    def __init__(self, needles_: tuple[bytes, ...]) -> None:
+        self.needles = needles_
+        self.keep = max(len(n) for n in needles_) - 1
+        self.tail = b""
+        self.hits = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes that may be written now (maybe empty: never write an empty chunk)."""
+        data = self.tail + chunk if self.tail else chunk
+        data = self._redact(data)
+        cut = len(data) - self.keep
+        if cut <= 0:
+            self.tail = data
+            return b""
+        self.tail = data[cut:]
+        return data[:cut]
+
+    def end(self) -> bytes:
+        """The held-back tail, at the end of the body (already scanned)."""
+        tail, self.tail = self.tail, b""
+        return tail
+
+    def whole(self, body: bytes) -> bytes:
+        """A body read at once."""
+        return self._redact(body)
+
+    def _redact(self, data: bytes) -> bytes:
+        buf: bytearray | None = None
+        for needle in self.needles:
+            at = data.find(needle) if buf is None else buf.find(needle)
+            while at >= 0:
+                if buf is None:
+                    buf = bytearray(data)
+                buf[at : at + len(needle)] = bytes([_MASK]) * len(needle)
+                self.hits += 1
+                at = buf.find(needle, at + len(needle))
+        return data if buf is None else bytes(buf)
