@@ -58,6 +58,16 @@ def in_head(needles_: tuple[bytes, ...], reason: bytes, raw: list[tuple[bytes, b
     return any(n in blob for n in needles_)
 
 
+def compressed(raw: list[tuple[bytes, bytes]]) -> bool:
+    """A Content-Encoding other than identity: bytes that cannot be scanned as sent."""
+    return any(
+        len(name) == 16
+        and name.lower() == b"content-encoding"
+        and value.strip().lower() not in (b"", b"identity")
+        for name, value in raw
+    )
+
+
 class Scanner:
     """A body, chunk by chunk: redacted bytes out, the last ``keep`` bytes held back."""
 

@@ -57,7 +57,7 @@ def redactions(sc: Sidecar, upstream: str) -> float:
 
 def body_of(raw: bytes) -> bytes:
     """The body of a raw answer, de-chunked when chunked (framing checked on the way)."""
-    head, _, rest = raw.partition(b"\r\n\r\n")
+    rest = raw.partition(b"\r\n\r\n")[2]
     if header(raw, "Transfer-Encoding") != "chunked":
         length = header(raw, "Content-Length")
         assert length is not None and int(length) == len(rest)
