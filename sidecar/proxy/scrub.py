@@ -31,17 +31,29 @@ MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary 
 _MASK = ord("*")
 
 
+# Per credential name: (its secrets mapping, the injected token, the needles): a request
+# with the same cached credential and token reuses them (the hot path builds nothing). One
+# entry per name, replaced when either changes, so a replaced secret is not kept.
+_LAST: dict[str, tuple[object, str | None, tuple[bytes, ...]]] = {}
+
+
 def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes, ...]:
     """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in."""
-    values = [v for v in cred.secrets.values() if len(v.encode()) >= MIN_SECRET]
+    token = None
     if sent is not None and sent != app:
         token = sent.partition(" ")[2].strip() or sent
-        if len(token.encode()) >= MIN_SECRET:
-            values.append(token)
+    last = _LAST.get(cred.name)
+    if last is not None and last[0] is cred.secrets and last[1] == token:
+        return last[2]
+    values = [v for v in cred.secrets.values() if len(v.encode()) >= MIN_SECRET]
+    if token is not None and len(token.encode()) >= MIN_SECRET:
+        values.append(token)
     found: set[bytes] = set()
     for value in values:
         found.update(_spellings(value))
-    return tuple(sorted(found, key=len, reverse=True))
+    result = tuple(sorted(found, key=len, reverse=True))
+    _LAST[cred.name] = (cred.secrets, token, result)
+    return result
 
 
 def _spellings(value: str) -> set[bytes]:

@@ -175,8 +175,13 @@ class Engine:
         monkeypatch.setattr(pipeline, "forward", self._forward)
         yield self
 
-    async def _forward(self, rt: Runtime, req: Any, router: Any) -> tuple[Any, Any, float]:
-        """The recorder at the forward boundary: read the body as it streams, then answer."""
+    async def _forward(
+        self, rt: Runtime, req: Any, router: Any
+    ) -> tuple[Any, Any, float, tuple[bytes, ...]]:
+        """The recorder at the forward boundary: read the body as it streams, then answer.
+
+        No credential here, so nothing to scrub (``()``): the relay is compared byte for byte.
+        """
         headers = [
             (k.encode("latin-1"), v.encode("utf-8", "surrogateescape"))
             for k, v in pipeline.forward_headers(req).items()
@@ -191,7 +196,7 @@ class Engine:
             async for chunk in req.content.iter_chunked(65536):
                 fwd.body += chunk
         fwd.complete = True
-        return rt.upstreams["peer"], await self._answer(req.method == "HEAD"), 0.0
+        return rt.upstreams["peer"], await self._answer(req.method == "HEAD"), 0.0, ()
 
     async def _answer(self, head_only: bool) -> http1.Response:
         """A real client connection reads the provider's bytes; its answer goes to the listener."""
