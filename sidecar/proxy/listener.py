@@ -8,7 +8,9 @@ proxy needs. Parsing is llhttp's, through ``httptools``: nothing here parses HTT
 What it does itself: keep-alive and pipelining (answered in order), ``Expect: 100-continue``,
 request bodies streamed with flow control both ways, the sidecar's own refusals, and relaying
 the upstream's answer byte for byte (its header bytes are not re-encoded), re-framed for the
-client (Content-Length as given, else chunked, else close-delimited for HTTP/1.0).
+client (Content-Length as given, else chunked, else close-delimited for HTTP/1.0). Byte for byte
+but for the secrets the sidecar injected: ``proxy/scrub.py`` scans the head (502 SC4030 if one
+is there) and masks them in the body with as many ``*`` as it streams (``scrub_answers``).
 
 How a read becomes requests, and the limits and framing rules that refuse a head before it is
 queued, are in ``proxy/reader.py`` (:class:`RequestReader`, which :class:`ProxyProtocol`
@@ -175,15 +177,16 @@ class ProxyProtocol(RequestReader):
             log.exception("proxy_unhandled")
             return self._refuse(SidecarError("SC1000"), req, False)
         try:
-            scanner = self._scanner(upstream.name, reply, req, secrets)
+            scanner = scrub.scanner(upstream.name, reply, req.method == "HEAD", secrets)
             keep, sent = await self._relay(req, reply, scanner)
         except SidecarError as err:  # the answer holds a secret or cannot be scanned
+            err.headers[proxy.SENT_HEADER] = "complete"  # it reached the provider: it answered
             keep = req.keep_alive and (req.content is None or req.content.complete)
             return self._refuse(err, req, keep)
         finally:
             reply.release()
         if scanner is not None and scanner.hits:
-            self._redacted(upstream.name, scanner.hits)
+            scrub.redacted(rt.metrics, upstream.name, scanner.hits)
         proxy.account_spend(rt, req, upstream, reply.status, started, sent)
         return keep
 
@@ -197,26 +200,6 @@ class ProxyProtocol(RequestReader):
         if self.rt.config.logging.access_log:
             audit.access(req, answer.status, 0 if frame.bodiless else len(answer.body))
         return frame.keep and (req.content is None or req.content.complete)
-
-    def _scanner(
-        self, name: str, reply: http1.Response, req: Incoming, secrets: tuple[bytes, ...]
-    ) -> scrub.Scanner | None:
-        """The body's scanner, or None when nothing is scanned; SC4030/SC4031 refuse the head."""
-        if not secrets:
-            return None
-        if scrub.in_head(secrets, reply.reason.encode("latin-1"), reply.raw_headers):
-            log.warning("answer_secret_in_head", upstream=name, status=reply.status)
-            raise _sent_complete(SidecarError("SC4030"))
-        bodiless = req.method == "HEAD" or reply.status in (204, 304)  # as Frame.choose
-        if not bodiless and scrub.compressed(reply.raw_headers):
-            log.warning("answer_compressed", upstream=name, status=reply.status)
-            raise _sent_complete(SidecarError("SC4031"))
-        return scrub.Scanner(secrets)
-
-    def _redacted(self, name: str, hits: int) -> None:
-        """Count and log masked secrets; never the value, nor where it was."""
-        log.warning("answer_secret_redacted", upstream=name, count=hits)
-        self.rt.metrics.answer_redactions.labels(name).inc(hits)
 
     async def _relay(
         self, req: Incoming, reply: http1.Response, scanner: scrub.Scanner | None = None
@@ -393,12 +376,6 @@ class ProxyProtocol(RequestReader):
         if self.idle and self.transport is not None and not self._closing:
             self._closing = True
             self.transport.close()
-
-
-def _sent_complete(err: SidecarError) -> SidecarError:
-    """The request reached the provider (it answered): the app must not resend blindly."""
-    err.headers[proxy.SENT_HEADER] = "complete"
-    return err
 
 
 class ProxyListener:

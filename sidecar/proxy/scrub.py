@@ -23,9 +23,18 @@ reads or chunks is still found, and no byte of it is written before the decision
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
+from sidecar.errors import SidecarError
+from sidecar.logging import get_logger
 from sidecar.schemes.base import Credential
+
+if TYPE_CHECKING:
+    from sidecar.metrics import Metrics
+    from sidecar.proxy.response import Response
+
+log = get_logger("sidecar.proxy")
 
 MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary text)
 _MASK = ord("*")
@@ -62,6 +71,28 @@ def _spellings(value: str) -> set[bytes]:
     escaped = json.dumps(value)[1:-1].encode()  # ASCII: non-ASCII as \\uXXXX
     slashed = escaped.replace(b"/", b"\\/")  # PHP and some Java encoders escape the slash
     return {raw, escaped, slashed, quote(value, safe="").encode()}
+
+
+def scanner(
+    name: str, reply: Response, head_only: bool, needles_: tuple[bytes, ...]
+) -> Scanner | None:
+    """The body's scanner, None when nothing is scanned; SC4030/SC4031 refuse the head."""
+    if not needles_:
+        return None
+    if in_head(needles_, reply.reason.encode("latin-1"), reply.raw_headers):
+        log.warning("answer_secret_in_head", upstream=name, status=reply.status)
+        raise SidecarError("SC4030")
+    bodiless = head_only or reply.status in (204, 304)  # as message.Frame.choose
+    if not bodiless and compressed(reply.raw_headers):
+        log.warning("answer_compressed", upstream=name, status=reply.status)
+        raise SidecarError("SC4031")
+    return Scanner(needles_)
+
+
+def redacted(metrics: Metrics, name: str, hits: int) -> None:
+    """Count and log masked secrets; never the value, nor where it was."""
+    log.warning("answer_secret_redacted", upstream=name, count=hits)
+    metrics.answer_redactions.labels(name).inc(hits)
 
 
 def in_head(needles_: tuple[bytes, ...], reason: bytes, raw: list[tuple[bytes, bytes]]) -> bool:
