@@ -54,8 +54,8 @@ def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes,
     last = _LAST.get(cred.name)
     if last is not None and last[0] is cred.secrets and last[1] == token:
         return last[2]
-    values = [v for v in cred.secrets.values() if len(v.encode()) >= MIN_SECRET]
-    if token is not None and len(token.encode()) >= MIN_SECRET:
+    values = [v for v in cred.secrets.values() if len(_bytes(v)) >= MIN_SECRET]
+    if token is not None and len(_bytes(token)) >= MIN_SECRET:
         values.append(token)
     found: set[bytes] = set()
     for value in values:
@@ -67,10 +67,18 @@ def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes,
 
 def _spellings(value: str) -> set[bytes]:
     """The value as bytes, JSON-escaped and percent-encoded (one entry when they agree)."""
-    raw = value.encode("utf-8", "surrogateescape")
+    raw = _bytes(value)
     escaped = json.dumps(value)[1:-1].encode()  # ASCII: non-ASCII as \\uXXXX
     slashed = escaped.replace(b"/", b"\\/")  # PHP and some Java encoders escape the slash
-    return {raw, escaped, slashed, quote(value, safe="").encode()}
+    return {raw, escaped, slashed, quote(raw, safe="").encode()}
+
+
+def _bytes(value: str) -> bytes:
+    """The value's bytes as the pool writes them; never raises (a lone surrogate is kept)."""
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
 
 
 def scanner(

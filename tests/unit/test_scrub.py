@@ -49,3 +49,9 @@ def test_clean_bytes_pass_unchanged_and_unchunked() -> None:
     data = b"x" * 1000
     assert scanner.feed(data) == data[:-14] and scanner.end() == data[-14:]
     assert scanner.whole(data) is data and scanner.hits == 0
+
+
+def test_secrets_that_are_not_clean_utf8_still_give_needles() -> None:
+    """A lone surrogate (JSON allows one) or raw bytes in a secret never break the request."""
+    got = scrub.needles(cred(a="key-\udcff-12345", b="key-\ud800-12345"), None, None)
+    assert b"key-\xff-12345" in got and "key-\ud800-12345".encode("utf-8", "surrogatepass") in got
