@@ -24,13 +24,15 @@ import json
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote_plus
 from weakref import WeakKeyDictionary
 
 from multidict import CIMultiDict
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from sidecar import audit
 from sidecar.errors import SidecarError
@@ -54,6 +56,7 @@ JSON = "application/json"
 MAX_FIELDS = 16
 INVALID_TOKEN = 'Bearer error="invalid_token"'
 BASIC_CHALLENGE = 'Basic realm="sidecar"'
+REASONS = ("expired", "per_key", "table_full")  # eviction metric label: a closed set
 
 
 class LocalAnswer(Exception):
@@ -101,21 +104,35 @@ class TokenTable:
 
     Every token of an upstream has the same lifetime, so issue order is expiry order: expired
     tokens are dropped from the front, and when ``limit`` live tokens exist the oldest is
-    evicted (its SDK gets SC4043 and asks again). A flood of token requests therefore costs a
-    bounded table and evicts only tokens that can be re-requested.
+    evicted (its SDK gets SC4043 and asks again). A token bound to a proxy key also counts
+    against that key's ``per_key`` cap, enforced first: a key flooding token requests evicts
+    its own oldest tokens, never another key's, and the table stays bounded either way.
     """
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.tokens: OrderedDict[bytes, Issued] = OrderedDict()
+        self.by_key: dict[str, OrderedDict[bytes, None]] = {}  # key id -> its digests, oldest first
         self.issued = 0
-        self.evicted = 0
+        self.evictions = dict.fromkeys(REASONS, 0)
 
-    def issue(self, lifetime: float, limit: int, key: tuple[str, int] | None) -> str:
+    @property
+    def evicted(self) -> int:
+        """Live tokens evicted to make room (expired ones are dropped, not evicted)."""
+        return self.evictions["per_key"] + self.evictions["table_full"]
+
+    def issue(
+        self, lifetime: float, limit: int, key: tuple[str, int] | None, per_key: int = 0
+    ) -> str:
+        if key:
+            self._cap(key[0], min(per_key or limit, limit) - 1)
         self._prune(limit - 1)
         token = PREFIX + secrets.token_urlsafe(32)
+        digest = _digest(token)
         expires = self.clock() + lifetime
-        self.tokens[_digest(token)] = Issued(expires, *key) if key else Issued(expires)
+        self.tokens[digest] = Issued(expires, *key) if key else Issued(expires)
+        if key:
+            self.by_key.setdefault(key[0], OrderedDict())[digest] = None
         self.issued += 1
         return token
 
@@ -123,12 +140,35 @@ class TokenTable:
         digest = _digest(token)
         issued = self.tokens.get(digest)
         if issued is not None and self.clock() >= issued.expires_at:
-            del self.tokens[digest]
+            self._drop(digest, "expired")
             return None
         return issued
 
     def forget(self, token: str) -> None:
-        self.tokens.pop(_digest(token), None)
+        digest = _digest(token)
+        if digest in self.tokens:
+            self._drop(digest, None)  # refused (its key changed): not an eviction
+
+    def live(self) -> int:
+        """Tokens not yet expired: the expired ones are at the front, in issue order."""
+        now = self.clock()
+        stale = 0
+        for issued in self.tokens.values():
+            if issued.expires_at > now:
+                break
+            stale += 1
+        return len(self.tokens) - stale
+
+    def held_by(self, key_id: str) -> int:
+        return len(self.by_key.get(key_id, ()))
+
+    def _cap(self, key_id: str, room: int) -> None:
+        """Drop the key's oldest tokens until at most ``room`` remain; other keys keep theirs."""
+        mine = self.by_key.get(key_id)
+        now = self.clock()
+        while mine and len(mine) > room:
+            digest = next(iter(mine))
+            self._drop(digest, "per_key" if self.tokens[digest].expires_at > now else "expired")
 
     def _prune(self, room: int) -> None:
         """Drop expired tokens, then the oldest live ones, until at most ``room`` remain."""
@@ -137,9 +177,19 @@ class TokenTable:
             digest, issued = next(iter(self.tokens.items()))
             if issued.expires_at > now and len(self.tokens) <= room:
                 return
-            if issued.expires_at > now:
-                self.evicted += 1
-            del self.tokens[digest]
+            self._drop(digest, "table_full" if issued.expires_at > now else "expired")
+
+    def _drop(self, digest: bytes, reason: str | None) -> None:
+        """Remove a token from the table and from its key's list, counting why."""
+        issued = self.tokens.pop(digest)
+        if reason is not None:
+            self.evictions[reason] += 1
+        if issued.key_id is None:
+            return
+        mine = self.by_key[issued.key_id]
+        del mine[digest]
+        if not mine:
+            del self.by_key[issued.key_id]
 
 
 _TABLES: WeakKeyDictionary[Runtime, dict[str, TokenTable]] = WeakKeyDictionary()
@@ -147,11 +197,46 @@ _TABLES: WeakKeyDictionary[Runtime, dict[str, TokenTable]] = WeakKeyDictionary()
 
 def table(rt: Runtime, upstream: str) -> TokenTable:
     """The runtime's table for ``upstream``: a new runtime (a restart) starts empty."""
-    tables = _TABLES.setdefault(rt, {})
+    tables = _TABLES.get(rt)
+    if tables is None:
+        tables = _TABLES[rt] = {}
+        rt.metrics.registry.register(_TableCollector(rt, tables))
     found = tables.get(upstream)
     if found is None:
         found = tables[upstream] = TokenTable()
     return found
+
+
+class _TableCollector(Collector):
+    """``/metrics`` for the runtime's token tables, read at scrape time like the runtime's own
+    counters. Labels are the upstream name (from config) and a fixed reason: never a key id or
+    a token."""
+
+    def __init__(self, rt: Runtime, tables: dict[str, TokenTable]) -> None:
+        self.rt = rt
+        self.tables = tables
+
+    def collect(self) -> Iterator[Metric]:
+        live = GaugeMetricFamily(
+            "sidecar_emulated_tokens",
+            "Live opaque sidecar tokens, by upstream",
+            labels=["upstream"],
+        )
+        evictions = CounterMetricFamily(
+            "sidecar_emulated_token_evictions",
+            "Opaque tokens dropped from the table, by upstream and reason",
+            labels=["upstream", "reason"],
+        )
+        for name in sorted(self.rt.upstreams):
+            found = self.tables.get(name)
+            if found is None and emulation(self.rt.upstreams[name]) is None:
+                continue
+            found = found or TokenTable()
+            live.add_metric([name], float(found.live()))
+            for reason in REASONS:
+                evictions.add_metric([name, reason], found.evictions[reason])
+        yield live
+        yield evictions
 
 
 def _digest(token: str) -> bytes:
@@ -259,7 +344,8 @@ async def token_answer(
     form = parse_form(request.headers.get("Content-Type", ""), body)
     client_id, secret = client_credentials(request, form)
     key = await authenticate(rt, upstream, client_id, secret)
-    token = table(rt, upstream.name).issue(opts.token_lifetime, opts.token_max_live, key)
+    limit, per_key = opts.token_max_live, opts.token_max_per_key
+    token = table(rt, upstream.name).issue(opts.token_lifetime, limit, key, per_key)
     if key:
         audit.keyed(request, key[0])
     log.info("token_issued", upstream=upstream.name, key_id=key[0] if key else None)

@@ -34,7 +34,7 @@ from typing import Literal
 from urllib.parse import quote_plus
 
 import aiohttp
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
 from sidecar.errors import SidecarError, VerificationFailed
@@ -100,6 +100,14 @@ class OAuth2Options(SchemeOptions):
     token_max_live: int = Field(
         10000, gt=0, le=1_000_000, description="opaque tokens kept per upstream; oldest evicted"
     )
+    token_max_per_key: int = Field(
+        8,
+        gt=0,
+        le=1000,
+        description="with require_proxy_key: opaque tokens one proxy key may hold; its oldest is "
+        "evicted beyond, so a flooding key churns only its own (<= token_max_live; the default "
+        "is clamped to it)",
+    )
     token_max_body: int = Field(
         4096, gt=0, le=65536, description="largest token request body from the app, bytes"
     )
@@ -136,6 +144,14 @@ class OAuth2Options(SchemeOptions):
         if clash:
             raise ValueError(f"{clash[0]} is set by the scheme and cannot be overridden")
         return v
+
+    @model_validator(mode="after")
+    def _per_key_fits(self) -> OAuth2Options:
+        """An explicit per-key cap over the table's bound is a mistake; the default is clamped."""
+        explicit = "token_max_per_key" in self.model_fields_set
+        if explicit and self.token_max_per_key > self.token_max_live:
+            raise ValueError("token_max_per_key must not exceed token_max_live")
+        return self
 
 
 def basic_authorization(client_id: str, secret: str) -> str:
