@@ -23,8 +23,10 @@ for name in sys.argv[1:]:
         scheme_class(name)
     except KeyError:
         print(name, "no such scheme at this revision", sep="\\t")
-    except Exception as exc:
-        print(name, f"cannot load here ({type(exc).__name__}: {exc})", sep="\\t")
+    except Exception as exc:  # an installed entry point may name a module REV lacks
+        gone = (getattr(exc, "name", None) or "").startswith("sidecar.")
+        why = "no such scheme at this revision" if gone else f"cannot load here: {exc!r}"
+        print(name, why, sep="\\t")
     else:
         print(name)
 """
