@@ -184,7 +184,9 @@ def against_table(result: dict[str, Any]) -> list[str]:
         f"{'scheme':<26}{'c':>3}{'rps now':>9}{'rps ' + rev:>13}{'ratio':>7}"
         f"{'CPU µs now':>12}{'CPU µs ' + rev:>16}{'+p50 now':>10}{'+p50 ' + rev:>14}",
     ]
-    for scheme in result["settings"]["schemes"]:
+    prior = result["sidecar"].get("against", {})
+    skipped = prior.get("skipped_schemes", [])
+    for scheme in (n for n in result["settings"]["schemes"] if n not in skipped):
         for c in result["settings"]["concurrency"]:
             a, now, old = (cell(result, scheme, c, t) for t in ("direct", "sidecar", other))
             out.append(
@@ -194,7 +196,7 @@ def against_table(result: dict[str, Any]) -> list[str]:
                 f"{old['proxy_cpu_us_per_req'] or math.nan:>16.0f}"
                 f"{now['p50_us'] - a['p50_us']:>10.0f}{old['p50_us'] - a['p50_us']:>14.0f}"
             )
-    prior = result["sidecar"].get("against", {})
+    out += [f"{other}: no {n} scheme at that revision, not measured" for n in skipped]
     if prior:
         out.append(
             f"{other}: VmHWM {prior['hwm_kib'] / MIB:.1f} MiB, RSS after "

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from bench import against as against_mod
 from bench import image, load, procs, pyspy
 from bench.scenarios import Scenario
 from sidecar.sandbox.openbao import ROOT_TOKEN, OpenBao, free_port
@@ -61,6 +62,7 @@ class Ports:
     local: int = field(default_factory=free_port)
     against_proxy: int = field(default_factory=free_port)
     against_admin: int = field(default_factory=free_port)
+    against_local: int = field(default_factory=free_port)
     intercept_proxy: int = field(default_factory=free_port)
     intercept_admin: int = field(default_factory=free_port)
 
@@ -108,13 +110,36 @@ def start_sidecar(
 
 def start_against(
     s: Settings, config: dict[str, Any], ports: Ports, started: list[procs.Proc]
-) -> procs.Proc:
+) -> tuple[procs.Proc, against_mod.Revision]:
     """The sidecar of revision ``s.against`` on its own ports, sharing the credentials.
 
     Its ``sidecar/`` is exported with ``git archive`` and run from that directory (the current
     directory comes first on ``sys.path``, before the editable install of this checkout), with
-    the same interpreter and dependencies as the sidecar under test.
+    the same interpreter and dependencies as the sidecar under test. Started as that revision
+    understands (``against.probe``): ``run --role all`` where roles exist, like the sidecar
+    under test, plain ``run`` before; readiness from its admin listener either way.
     """
+    rev = _export(s)
+    python = s.sidecar_bin / "python"
+    names = [sc.name for sc in s.scenarios]
+    old = against_mod.probe(python, rev, s.logs.parent / f"against-{rev}", names)
+    for name, why in old.missing.items():
+        s.say(f"sidecar@{rev}: skipping the {name} cells: {why}")
+    own = [ports.against_proxy, ports.against_admin, ports.against_local]
+    listen = old.listen(*(f"127.0.0.1:{port}" for port in own))
+    path = s.logs / "sidecar-against.yaml"
+    path.write_text(yaml.safe_dump(against_mod.config(old, config, listen)))
+    cmd = [str(python), "-m", "sidecar.cli", *old.run_args(), "--config", str(path)]
+    s.say(f"starting sidecar@{rev} ({' '.join(old.run_args())}) ...")
+    proc = procs.spawn(f"sidecar@{rev}", cmd, s.logs / "sidecar-against.log", cwd=old.tree)
+    started.append(proc)
+    procs.wait_ok(ports.url(ports.against_admin) + "/readyz", proc)
+    s.against = rev
+    return proc, old
+
+
+def _export(s: Settings) -> str:
+    """``git archive`` of the revision's ``sidecar/`` under the logs' parent; its short hash."""
     assert s.against is not None
     rev = _git("rev-parse", "--short", s.against).decode().strip()
     tree = s.logs.parent / f"against-{rev}"
@@ -122,21 +147,7 @@ def start_against(
         tree.mkdir(parents=True, exist_ok=True)
         archive = _git("archive", rev, "sidecar")
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    data = {
-        **config,
-        "listen": {
-            "proxy": f"127.0.0.1:{ports.against_proxy}",
-            "admin": f"127.0.0.1:{ports.against_admin}",
-        },
-    }
-    path = s.logs / "sidecar-against.yaml"
-    path.write_text(yaml.safe_dump(data))
-    cmd = [str(s.sidecar_bin / "python"), "-m", "sidecar.cli", "run", "--config", str(path)]
-    proc = procs.spawn(f"sidecar@{rev}", cmd, s.logs / "sidecar-against.log", cwd=tree)
-    started.append(proc)
-    procs.wait_ok(ports.url(ports.against_admin) + "/readyz", proc)
-    s.against = rev
-    return proc
+    return rev
 
 
 def start_intercepting(
@@ -188,8 +199,8 @@ PAIRED_ROUNDS = 2  # the pair's cells alternate in this many rounds (same total 
 
 def run(s: Settings) -> dict[str, Any]:
     s.logs.mkdir(parents=True, exist_ok=True)
-    for old in s.logs.glob("*.log"):
-        old.unlink()
+    for stale in s.logs.glob("*.log"):
+        stale.unlink()
     ports = Ports()
     started: list[procs.Proc] = []
     bao = OpenBao()
@@ -212,7 +223,7 @@ def run(s: Settings) -> dict[str, Any]:
         sidecar.stop()
         sidecar, ready = start_sidecar(s, config_path, ports, started, s.cprofile)
         forwarder = _start_forwarder(s, ports, started)
-        against = start_against(s, config, ports, started) if s.against else None
+        against, old = start_against(s, config, ports, started) if s.against else (None, None)
         intercepting = start_intercepting(s, config, ports, started)
         time.sleep(0.5)
         side: dict[str, Any] = {
@@ -230,7 +241,7 @@ def run(s: Settings) -> dict[str, Any]:
         spy = pyspy.start(sidecar, s.profile) if s.profile else None
         try:
             with procs.RssSampler(sidecar) as sampler:
-                cells = _cells(s, ports, forwarder, sidecar, against, intercepting)
+                cells = _cells(s, ports, forwarder, sidecar, against, intercepting, old)
         finally:
             pyspy.stop(spy)
         load_seconds = time.monotonic() - load_started
@@ -244,8 +255,11 @@ def run(s: Settings) -> dict[str, Any]:
         side["rss_after_kib"] = sidecar.status_kib("VmRSS")
         side["hwm_kib"] = sidecar.status_kib("VmHWM")
         if against is not None:
+            assert old is not None
             side["against"] = {
                 "revision": s.against,
+                "started_as": " ".join(old.run_args()),
+                "skipped_schemes": [sc.name for sc in s.scenarios if sc.name not in old.schemes],
                 "rss_after_kib": against.status_kib("VmRSS"),
                 "hwm_kib": against.status_kib("VmHWM"),
             }
@@ -294,6 +308,7 @@ def _cells(
     sidecar: procs.Proc,
     against: procs.Proc | None,
     intercepting: procs.Proc,
+    old: against_mod.Revision | None = None,
 ) -> list[dict[str, Any]]:
     cells: list[dict[str, Any]] = []
     parties: list[tuple[str, str, str | None, procs.Proc | None]] = [
@@ -307,6 +322,8 @@ def _cells(
     for sc in s.scenarios:
         for c in s.concurrency:
             for name, base, prefix, proc in parties:
+                if proc is against and old is not None and sc.name not in old.schemes:
+                    continue  # said at start: that revision has no such scheme
                 tgt = target(sc, base, f"/{sc.name}" if prefix is None else prefix)
                 load.warm(tgt, c, s.warmup)
                 cpu = proc.cpu_seconds() if proc else 0.0
