@@ -54,8 +54,8 @@ def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes,
     last = _LAST.get(cred.name)
     if last is not None and last[0] is cred.secrets and last[1] == token:
         return last[2]
-    values = [v for v in cred.secrets.values() if len(_bytes(v)) >= MIN_SECRET]
-    if token is not None and len(_bytes(token)) >= MIN_SECRET:
+    values = [v for v in cred.secrets.values() if scanned(v)]
+    if token is not None and scanned(token):
         values.append(token)
     found: set[bytes] = set()
     for value in values:
@@ -63,6 +63,11 @@ def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes,
     result = tuple(sorted(found, key=len, reverse=True))
     _LAST[cred.name] = (cred.secrets, token, result)
     return result
+
+
+def scanned(value: str) -> bool:
+    """Whether an answer is scanned for this value (long enough not to match ordinary bytes)."""
+    return len(_bytes(value)) >= MIN_SECRET
 
 
 def _spellings(value: str) -> set[bytes]:

@@ -1,0 +1,153 @@
+"""An attacker's pass over features that were built apart and meet on one request: answer
+scrubbing with placeholders and token emulation, and the Content-Encoding check.
+
+The app in the pod is semi-trusted (it wants the real secret or token back), the provider is
+untrusted (its answers may echo what it got, in any spelling). Real OpenBao, raw loopback
+providers where the answer's framing is the attack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sidecar.errors import ConfigError
+from tests.integration.conftest import (  # noqa: F401  (fixtures used by name)
+    MakeConfig,
+    MakeSidecar,
+    make_config,
+    make_sidecar,
+)
+from tests.integration.test_upstream_safety import (
+    KEY,
+    RawProvider,
+    exchange,
+    header,
+    raw_provider,
+    sidecar_for,
+)
+
+GET = b"GET /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def emulating_upstream(**extra: Any) -> dict[str, Any]:
+    return {
+        "url": "http://127.0.0.1:9",
+        "scheme": "oauth2_client_credentials",
+        "credential": "kopokopo",
+        "environment": "sandbox",
+        "token_url": "/oauth/token",
+        "token_path": "/oauth/token",
+        **extra,
+    }
+
+
+def test_token_emulation_cannot_opt_out_of_scrubbing(make_config: MakeConfig) -> None:  # noqa: F811
+    """``scrub_answers: false`` with token_path is a config error: token emulation promises the
+    app never holds the real token, and only the scan keeps an echoing provider from handing it
+    back (on 9aa6a07 the pair was accepted and the echo relayed as received)."""
+    with pytest.raises(ConfigError) as err:
+        make_config({"k2": emulating_upstream(scrub_answers=False)})
+    assert "scrub_answers" in str(err.value) and "token_path" in str(err.value)
+    make_config({"k2": emulating_upstream()})  # scrubbed: accepted
+    make_config({"k2": emulating_upstream(token_path=None, scrub_answers=False)})  # no promise
+
+
+COMPRESSED = [
+    b"Content-Encoding: GZIP",
+    b"Content-Encoding: x-gzip",
+    b"Content-Encoding: identity, gzip",
+    b"Content-Encoding: gzip, identity",
+    b"Content-Encoding: identity\r\nContent-Encoding: gzip",
+    b"Content-Encoding: \t gzip \t",
+    b"content-encoding: br",
+    b"Content-Encoding: identity,br",
+]
+
+
+@pytest.mark.parametrize("line", COMPRESSED)
+async def test_compressed_answer_spellings_are_refused(
+    make_config: MakeConfig, make_sidecar: MakeSidecar, line: bytes  # noqa: F811
+) -> None:
+    """Every spelling of a compressed answer (case, list, repeated header, blanks) is 502
+    SC4031: a compressed body would carry an echoed secret past the scan."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        await state.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n%s\r\nContent-Length: 4\r\n\r\nzzzz" % line)
+        await writer.drain()
+
+    async with raw_provider(serve) as (_provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        raw = await exchange(sc, GET)
+    assert raw.startswith(b"HTTP/1.1 502 "), raw[:80]
+    assert header(raw, "X-Sidecar-Error") == "SC4031"
+    assert b"zzzz" not in raw
+
+
+async def test_identity_and_empty_encodings_pass(
+    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+) -> None:
+    """``identity`` and an empty Content-Encoding are plain bytes: relayed and scanned."""
+    lines = [b"Content-Encoding: identity", b"Content-Encoding: IDENTITY", b"Content-Encoding:"]
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        key = head.split(b"uthorization: ", 1)[1].split(b"\r\n", 1)[0]
+        line = lines[state.connections - 1]
+        body = b"echo=" + key
+        writer.write(b"HTTP/1.1 200 OK\r\n%s\r\nContent-Length: %d\r\n\r\n" % (line, len(body)))
+        writer.write(body)
+        await writer.drain()
+
+    async with raw_provider(serve) as (_provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        for _ in lines:
+            raw = await exchange(sc, GET)
+            assert raw.startswith(b"HTTP/1.1 200 ")
+            assert raw.endswith(b"echo=" + b"*" * len(KEY))
+
+
+SHORT = "4821"  # a PIN-like secret field: under scrub.MIN_SECRET, never a needle
+
+
+async def test_short_secret_placeholder_is_refused_not_echoed(
+    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+) -> None:
+    """A placeholder whose field is too short to be masked in answers is refused (SC4032) and
+    nothing is sent: the app chooses where the value goes, so a provider that echoes that field
+    handed it back verbatim (on 9aa6a07 the echo ``{"pin": "4821"}`` reached the app)."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        length = int(head.lower().split(b"content-length: ", 1)[1].split(b"\r\n", 1)[0])
+        body = await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+
+    async with raw_provider(serve) as (provider, port):
+        sc = await make_sidecar(
+            make_config(
+                {
+                    "up": {
+                        "url": f"http://127.0.0.1:{port}",
+                        "scheme": ["api_key", "hmac"],
+                        "credential": "up",
+                        "environment": "sandbox",
+                        "placeholders": {"{{PIN}}": "hmac_key"},
+                    }
+                }
+            )
+        )
+        await sc.runtime.store.put("up", "up", "sandbox", {"api_key": KEY, "hmac_key": SHORT}, {})
+        body = json.dumps({"pin": "{{PIN}}"}).encode()
+        request = (
+            b"POST /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        raw = await exchange(sc, request)
+    assert SHORT.encode() not in raw.partition(b"\r\n\r\n")[2], raw
+    assert header(raw, "X-Sidecar-Error") == "SC4032"
+    assert provider.connections == 0
