@@ -180,8 +180,10 @@ async def forward(
     upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
-    if upstream.cfg.scrub_answers:  # a compressed answer could not be scanned
-        headers["Accept-Encoding"] = "identity"
+    if upstream.cfg.scrub_answers:  # a compressed answer could not be scanned, nor could
+        headers["Accept-Encoding"] = "identity"  # ranges shorter than a secret, glued back
+        for name in _PARTIAL:
+            headers.popall(name, None)
     grant = await tokens.admit(rt, upstream, request, headers, raw_path)  # token emulation
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
     audit.attach(request, cred)
@@ -205,6 +207,9 @@ async def forward(
         return upstream, reply, started, ()
     app_auth = request.headers.get("Authorization")
     return upstream, reply, started, scrub.needles(cred, _authorization(sent), app_auth)
+
+
+_PARTIAL = ("Range", "If-Range")  # pieces of an answer: each shorter than the secret it holds
 
 
 def _authorization(sent: list[OutboundRequest]) -> str | None:

@@ -151,3 +151,38 @@ async def test_short_secret_placeholder_is_refused_not_echoed(
     assert SHORT.encode() not in raw.partition(b"\r\n\r\n")[2], raw
     assert header(raw, "X-Sidecar-Error") == "SC4032"
     assert provider.connections == 0
+
+
+async def test_range_requests_cannot_read_an_echoed_secret_in_pieces(
+    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+) -> None:
+    """A provider serving a document that holds the injected key, honouring ``Range``: the app
+    asks for it in pieces shorter than the key, so no piece is a needle, and glues them back. On
+    a scrubbed upstream the sidecar does not forward ``Range``/``If-Range`` (the answer is the
+    whole, scanned document); on 9aa6a07 two ranges handed the app the whole key."""
+    cut = len("token=") + len(KEY) // 2
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        key = head.split(b"uthorization: ", 1)[1].split(b"\r\n", 1)[0]
+        doc = b"token=" + key + b";"
+        ranged = [line for line in head.split(b"\r\n") if line.lower().startswith(b"range:")]
+        if not ranged:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(doc), doc))
+        else:
+            first, _, last = ranged[0].split(b"=", 1)[1].partition(b"-")
+            end = int(last) + 1 if last else len(doc)
+            part = doc[int(first) : end]
+            writer.write(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n" % len(part))
+            writer.write(b"Content-Range: bytes %s-%d/%d\r\n\r\n%s" % (first, end - 1, len(doc), part))
+        await writer.drain()
+
+    async with raw_provider(serve) as (provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        pieces = []
+        for spec in (b"0-%d" % (cut - 1), b"%d-" % cut):
+            request = GET.replace(b"\r\n\r\n", b"\r\nRange: bytes=%s\r\nIf-Range: x\r\n\r\n" % spec)
+            pieces.append((await exchange(sc, request)).partition(b"\r\n\r\n")[2])
+        assert not any(b"range" in got.lower() for got in provider.received)
+    assert KEY.encode() not in b"".join(pieces)
+    assert pieces == [b"token=" + b"*" * len(KEY) + b";"] * 2
