@@ -11,14 +11,25 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 
 from sidecar.errors import ConfigError
+from sidecar.sandbox.openbao import OpenBao
+from sidecar.server import Server
 from tests.integration.conftest import (  # noqa: F401  (fixtures used by name)
     MakeConfig,
     MakeSidecar,
     make_config,
     make_sidecar,
+)
+from tests.integration.test_answer_scrub import SECRET as K2_SECRET
+from tests.integration.test_answer_scrub import k2_echo_peer, k2_sidecar
+from tests.integration.test_roles import (  # noqa: F401  (fixture used by name)
+    policy,
+    role_config,
+    servers,
+    token_for,
 )
 from tests.integration.test_upstream_safety import (
     KEY,
@@ -69,7 +80,9 @@ COMPRESSED = [
 
 @pytest.mark.parametrize("line", COMPRESSED)
 async def test_compressed_answer_spellings_are_refused(
-    make_config: MakeConfig, make_sidecar: MakeSidecar, line: bytes  # noqa: F811
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+    line: bytes,
 ) -> None:
     """Every spelling of a compressed answer (case, list, repeated header, blanks) is 502
     SC4031: a compressed body would carry an echoed secret past the scan."""
@@ -88,7 +101,8 @@ async def test_compressed_answer_spellings_are_refused(
 
 
 async def test_identity_and_empty_encodings_pass(
-    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
 ) -> None:
     """``identity`` and an empty Content-Encoding are plain bytes: relayed and scanned."""
     lines = [b"Content-Encoding: identity", b"Content-Encoding: IDENTITY", b"Content-Encoding:"]
@@ -114,7 +128,8 @@ SHORT = "4821"  # a PIN-like secret field: under scrub.MIN_SECRET, never a needl
 
 
 async def test_short_secret_placeholder_is_refused_not_echoed(
-    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
 ) -> None:
     """A placeholder whose field is too short to be masked in answers is refused (SC4032) and
     nothing is sent: the app chooses where the value goes, so a provider that echoes that field
@@ -154,7 +169,8 @@ async def test_short_secret_placeholder_is_refused_not_echoed(
 
 
 async def test_range_requests_cannot_read_an_echoed_secret_in_pieces(
-    make_config: MakeConfig, make_sidecar: MakeSidecar  # noqa: F811
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
 ) -> None:
     """A provider serving a document that holds the injected key, honouring ``Range``: the app
     asks for it in pieces shorter than the key, so no piece is a needle, and glues them back. On
@@ -174,7 +190,9 @@ async def test_range_requests_cannot_read_an_echoed_secret_in_pieces(
             end = int(last) + 1 if last else len(doc)
             part = doc[int(first) : end]
             writer.write(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n" % len(part))
-            writer.write(b"Content-Range: bytes %s-%d/%d\r\n\r\n%s" % (first, end - 1, len(doc), part))
+            writer.write(
+                b"Content-Range: bytes %s-%d/%d\r\n\r\n%s" % (first, end - 1, len(doc), part)
+            )
         await writer.drain()
 
     async with raw_provider(serve) as (provider, port):
@@ -186,3 +204,48 @@ async def test_range_requests_cannot_read_an_echoed_secret_in_pieces(
         assert not any(b"range" in got.lower() for got in provider.received)
     assert KEY.encode() not in b"".join(pieces)
     assert pieces == [b"token=" + b"*" * len(KEY) + b";"] * 2
+
+
+async def test_proxy_role_serves_emulation_keys_and_scrub_with_read_only_vault(
+    openbao: OpenBao,
+    prefix: str,
+    aiohttp_server: Any,
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+    servers: list[Server],  # noqa: F811
+) -> None:
+    """A proxy-role sidecar on deploy/vault/proxy-policy.hcl (read, decrypt, hmac: no write)
+    authenticates a proxy key at the emulated token endpoint, spends the opaque token, and
+    masks the real Bearer an echo route quotes: none of it needs a Vault write at run time."""
+    peer, url = await k2_echo_peer(aiohttp_server)
+    upstream_extra = {"require_proxy_key": True}
+    admin = await k2_sidecar(make_config, make_sidecar, url, **upstream_extra)  # root: seeds
+    r = await admin.admin.post("/v1/credentials/kopokopo/keys", json={"permissions": ["* /*"]})
+    assert r.status == 201, await r.text()
+    key = await r.json()
+    token = token_for(openbao, policy("proxy-policy.hcl", prefix))
+    upstreams = {
+        "kopokopo": {
+            **admin.runtime.config.upstreams["kopokopo"].model_dump(exclude_unset=True, mode="json")
+        }
+    }
+    proxy = Server(role_config(openbao, prefix, upstreams, token), "proxy")
+    servers.append(proxy)
+    await proxy.start()
+    await proxy.runtime.wait_ready(15)
+    base = f"http://{proxy.runtime.config.listen.proxy}/kopokopo"
+    form = {"grant_type": "client_credentials", "client_id": key["key_id"]}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/oauth/token", data={**form, "client_secret": key["key"]}
+        ) as r:
+            assert r.status == 200, await r.text()
+            opaque = (await r.json())["access_token"]
+        async with http.get(
+            f"{base}/api/v2/echo", headers={"Authorization": f"Bearer {opaque}"}
+        ) as r:
+            assert r.status == 200, await r.text()
+            echoed = json.loads(await r.read())["auth"]
+    real = set(peer.tokens)
+    assert real and echoed.startswith("Bearer *") and set(echoed[7:]) == {"*"}
+    assert not any(t in echoed for t in real) and K2_SECRET not in echoed
