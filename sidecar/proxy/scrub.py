@@ -9,7 +9,8 @@ What is looked for (the *needles*), per proxied request:
 - every secret field value of the credential, at least :data:`MIN_SECRET` bytes (a shorter value,
   a PIN say, would match ordinary bytes: it is not scanned, and is documented as such);
 - the ``Authorization`` credentials the scheme put in the request (the OAuth2 access token; the
-  Base64 of a Basic pair), when the header differs from what the app sent;
+  Base64 of a Basic pair), when the header differs from what the app sent, and the last
+  :data:`RECENT` such values of the credential (a token replaced after a 401 may still be valid);
 - each also as JSON-escaped and percent-encoded, when those differ from the raw bytes (cheap: a
   token's charset usually makes them identical, so no extra needle). Base64 of a secret is not
   scanned: a Base64 window depends on the offset, three needles per value for a rare echo.
@@ -23,6 +24,7 @@ reads or chunks is still found, and no byte of it is written before the decision
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -40,29 +42,51 @@ MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary 
 _MASK = ord("*")
 
 
-# Per credential name: (its secrets mapping, the injected token, the needles): a request
-# with the same cached credential and token reuses them (the hot path builds nothing). One
+# Per credential name: (its secrets mapping, the injected tokens, the needles): a request
+# with the same cached credential and tokens reuses them (the hot path builds nothing). One
 # entry per name, replaced when either changes, so a replaced secret is not kept.
-_LAST: dict[str, tuple[object, str | None, tuple[bytes, ...]]] = {}
+_LAST: dict[str, tuple[object, tuple[str, ...], tuple[bytes, ...]]] = {}
+
+# Per credential name, the last RECENT distinct tokens injected: a token replaced after a 401
+# may still be valid, and a provider that shows its request log would quote it in the retry's
+# answer or a later one. Bounded, so a per-request Authorization (a signature) costs no memory.
+RECENT = 4
+_TOKENS: dict[str, tuple[str, ...]] = {}
 
 
-def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes, ...]:
-    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in."""
-    token = None
-    if sent is not None and sent != app:
-        token = sent.partition(" ")[2].strip() or sent
+def needles(
+    cred: Credential, sent: str | None, app: str | None, earlier: Sequence[str | None] = ()
+) -> tuple[bytes, ...]:
+    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in,
+    ``earlier``: the Authorization of attempts before the one answered (a 401's)."""
+    for value in (*earlier, sent):
+        token = _token(value, app)
+        if token is not None:
+            _remember(cred.name, token)
+    tokens = _TOKENS.get(cred.name, ())
     last = _LAST.get(cred.name)
-    if last is not None and last[0] is cred.secrets and last[1] == token:
+    if last is not None and last[0] is cred.secrets and last[1] == tokens:
         return last[2]
-    values = [v for v in cred.secrets.values() if scanned(v)]
-    if token is not None and scanned(token):
-        values.append(token)
+    values = [v for v in (*cred.secrets.values(), *tokens) if scanned(v)]
     found: set[bytes] = set()
     for value in values:
         found.update(_spellings(value))
     result = tuple(sorted(found, key=len, reverse=True))
-    _LAST[cred.name] = (cred.secrets, token, result)
+    _LAST[cred.name] = (cred.secrets, tokens, result)
     return result
+
+
+def _token(sent: str | None, app: str | None) -> str | None:
+    """The credentials part of an Authorization the sidecar set (None when it is the app's)."""
+    if sent is None or sent == app:
+        return None
+    return sent.partition(" ")[2].strip() or sent
+
+
+def _remember(name: str, token: str) -> None:
+    known = _TOKENS.get(name, ())
+    if token not in known:
+        _TOKENS[name] = (*known, token)[-RECENT:]
 
 
 def scanned(value: str) -> bool:

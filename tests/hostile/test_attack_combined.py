@@ -13,6 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from sidecar.errors import ConfigError
 from sidecar.sandbox.openbao import OpenBao
@@ -249,3 +250,50 @@ async def test_proxy_role_serves_emulation_keys_and_scrub_with_read_only_vault(
     real = set(peer.tokens)
     assert real and echoed.startswith("Bearer *") and set(echoed[7:]) == {"*"}
     assert not any(t in echoed for t in real) and K2_SECRET not in echoed
+
+
+async def test_a_token_replaced_after_a_401_stays_a_needle(
+    aiohttp_server: Any,
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+) -> None:
+    """A provider that answers 401 once to a token it still honours, then shows its request
+    log (every Authorization it got): the retry's answer, and a later call's, quote the first
+    token too. It is masked like the current one (on 9aa6a07 only the last token sent in this
+    request was a needle, so the first, still valid, reached the app)."""
+    issued: list[str] = []
+    seen: list[str] = []
+
+    async def token(request: web.Request) -> web.Response:
+        issued.append(f"real-token-{len(issued)}-{'x' * 24}")
+        return web.json_response({"access_token": issued[-1], "expires_in": 3600})
+
+    async def call(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if len(seen) == 1:  # a spurious 401: the token is still good
+            return web.Response(status=401)
+        return web.json_response({"log": seen})
+
+    app = web.Application()
+    app.router.add_post("/oauth/token", token)
+    app.router.add_get("/log", call)
+    server = await aiohttp_server(app)
+    upstream = {
+        "url": str(server.make_url("/")).rstrip("/"),
+        "scheme": "oauth2_client_credentials",
+        "credential": "up",
+        "environment": "sandbox",
+        "token_url": "/oauth/token",
+    }
+    sc = await make_sidecar(make_config({"up": upstream}))
+    await sc.runtime.store.put(
+        "up", "up", "sandbox", {"client_id": "id", "client_secret": "s" * 20}, {}
+    )
+    bodies = []
+    for _ in range(2):
+        r = await sc.proxy.get("/up/log")
+        assert r.status == 200, await r.text()
+        bodies.append(await r.text())
+    assert len(issued) == 2 and len(seen) == 3  # 401, retry, a later call
+    for body in bodies:
+        assert not any(t in body for t in issued), body

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sidecar.proxy import scrub
@@ -11,8 +12,19 @@ NOW = datetime.now(UTC)
 
 
 def cred(**secrets: str) -> Credential:
+    """A credential of its own name: tokens injected are remembered per name (scrub.RECENT)."""
     return Credential(
-        "c", "up", "api_key", "sandbox", True, {"id": "public-id-123"}, secrets, {}, 1, NOW, NOW
+        f"c-{uuid.uuid4().hex}",
+        "up",
+        "api_key",
+        "sandbox",
+        True,
+        {"id": "public-id-123"},
+        secrets,
+        {},
+        1,
+        NOW,
+        NOW,
     )
 
 
