@@ -297,3 +297,53 @@ async def test_a_token_replaced_after_a_401_stays_a_needle(
     assert len(issued) == 2 and len(seen) == 3  # 401, retry, a later call
     for body in bodies:
         assert not any(t in body for t in issued), body
+
+
+BODILESS = [
+    (b"HEAD", b"200 OK"),
+    (b"GET", b"204 No Content"),
+    (b"GET", b"304 Not Modified"),
+]
+
+
+@pytest.mark.parametrize(("method", "status"), BODILESS)
+async def test_a_bodiless_answer_with_the_key_in_its_head_is_refused(
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+    method: bytes,
+    status: bytes,
+) -> None:
+    """HEAD, 204 and 304 skip the body scan (and the gzip check), never the head's: 502 SC4030."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        key = head.split(b"uthorization: ", 1)[1].split(b"\r\n", 1)[0]
+        writer.write(b'HTTP/1.1 %s\r\nETag: "%s"\r\nContent-Length: 0\r\n\r\n' % (status, key))
+        await writer.drain()
+
+    async with raw_provider(serve) as (_provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        raw = await exchange(sc, GET.replace(b"GET", method, 1))
+    assert header(raw, "X-Sidecar-Error") == "SC4030"
+    assert KEY.encode() not in raw
+
+
+async def test_trace_echo_of_the_request_is_masked(
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+) -> None:
+    """TRACE: a provider answering with the request it received (message/http) quotes the
+    injected key in its body; the app gets it masked."""
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        head = await state.read_head(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: message/http\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n%s" % (len(head), head))
+        await writer.drain()
+
+    async with raw_provider(serve) as (provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        raw = await exchange(sc, GET.replace(b"GET", b"TRACE", 1))
+    assert provider.connections == 1 and KEY.encode() in provider.received[0]
+    assert raw.startswith(b"HTTP/1.1 200 ") and b"*" * len(KEY) in raw
+    assert KEY.encode() not in raw
