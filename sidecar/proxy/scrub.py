@@ -42,16 +42,19 @@ MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary 
 _MASK = ord("*")
 
 
-# Per credential name: (its secrets mapping, the injected tokens, the needles): a request
-# with the same cached credential and tokens reuses them (the hot path builds nothing). One
-# entry per name, replaced when either changes, so a replaced secret is not kept.
-_LAST: dict[str, tuple[object, tuple[str, ...], tuple[bytes, ...]]] = {}
+# Per credential name: (its secrets mapping, their spellings, the injected tokens, the needles):
+# a request with the same cached credential and tokens reuses them (the hot path builds
+# nothing), and a new token adds only its own spellings. One entry per name, replaced when
+# either changes, so a replaced secret is not kept.
+_LAST: dict[str, tuple[object, frozenset[bytes], tuple[_Token, ...], tuple[bytes, ...]]] = {}
 
-# Per credential name, the last RECENT distinct tokens injected: a token replaced after a 401
-# may still be valid, and a provider that shows its request log would quote it in the retry's
-# answer or a later one. Bounded, so a per-request Authorization (a signature) costs no memory.
+# Per credential name, the last RECENT distinct tokens injected, with their spellings: a token
+# replaced after a 401 may still be valid, and a provider that shows its request log would
+# quote it in the retry's answer or a later one. Bounded, so a per-request Authorization (a
+# signature) costs no memory.
 RECENT = 4
-_TOKENS: dict[str, tuple[str, ...]] = {}
+_Token = tuple[str, frozenset[bytes]]
+_TOKENS: dict[str, tuple[_Token, ...]] = {}
 
 
 def needles(
@@ -65,14 +68,15 @@ def needles(
             _remember(cred.name, token)
     tokens = _TOKENS.get(cred.name, ())
     last = _LAST.get(cred.name)
-    if last is not None and last[0] is cred.secrets and last[1] == tokens:
-        return last[2]
-    values = [v for v in (*cred.secrets.values(), *tokens) if scanned(v)]
-    found: set[bytes] = set()
-    for value in values:
-        found.update(_spellings(value))
+    if last is not None and last[0] is cred.secrets:
+        if last[2] == tokens:
+            return last[3]
+        secret = last[1]
+    else:
+        secret = frozenset().union(*(_spellings(v) for v in cred.secrets.values() if scanned(v)))
+    found = secret.union(*(spelled for _, spelled in tokens))
     result = tuple(sorted(found, key=len, reverse=True))
-    _LAST[cred.name] = (cred.secrets, tokens, result)
+    _LAST[cred.name] = (cred.secrets, secret, tokens, result)
     return result
 
 
@@ -85,8 +89,9 @@ def _token(sent: str | None, app: str | None) -> str | None:
 
 def _remember(name: str, token: str) -> None:
     known = _TOKENS.get(name, ())
-    if token not in known:
-        _TOKENS[name] = (*known, token)[-RECENT:]
+    if all(token != seen for seen, _ in known):
+        spelled = frozenset(_spellings(token)) if scanned(token) else frozenset()
+        _TOKENS[name] = (*known, (token, spelled))[-RECENT:]
 
 
 def scanned(value: str) -> bool:
