@@ -347,3 +347,27 @@ async def test_trace_echo_of_the_request_is_masked(
     assert provider.connections == 1 and KEY.encode() in provider.received[0]
     assert raw.startswith(b"HTTP/1.1 200 ") and b"*" * len(KEY) in raw
     assert KEY.encode() not in raw
+
+
+async def test_a_rotated_key_the_provider_logged_stays_masked(
+    make_config: MakeConfig,  # noqa: F811
+    make_sidecar: MakeSidecar,  # noqa: F811
+) -> None:
+    """Rotation: the provider keeps the old key valid for an overlap and shows its request log;
+    after the credential is replaced, the log quotes the old key. It was injected in
+    Authorization, so it stays a needle (on 9aa6a07 only the current key was)."""
+    new_key = "SECR_rotated_key_v2_0002"
+
+    async def serve(state: RawProvider, reader: Any, writer: Any) -> None:
+        await state.read_head(reader)
+        log = b"".join(state.received)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(log), log))
+        await writer.drain()
+
+    async with raw_provider(serve) as (provider, port):
+        sc = await sidecar_for(make_config, make_sidecar, f"http://127.0.0.1:{port}")
+        await exchange(sc, GET)
+        await sc.runtime.store.put("up", "up", "sandbox", {"api_key": new_key}, {})
+        raw = await exchange(sc, GET)
+    assert KEY.encode() in provider.received[0] and new_key.encode() in provider.received[1]
+    assert KEY.encode() not in raw and new_key.encode() not in raw
