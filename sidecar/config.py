@@ -389,6 +389,8 @@ def _check(config: Config, lines: dict[tuple[Any, ...], int]) -> tuple[Any, list
             )
         schemes[name] = _check_schemes(up, base, lines, problems)
         _check_placeholders(up, schemes[name], base, lines, problems)
+        if not up.scrub_answers and any(getattr(o, "token_path", None) for _, o in schemes[name]):
+            problems.append(_describe((*base, "scrub_answers"), _EMULATED_UNSCANNED, lines))
         _check_webhook(name, up, schemes[name], lines, problems)
     return schemes, problems
 
@@ -438,6 +440,11 @@ def _check_schemes(
 _EMULATED_SECRET = (
     "not with token_path: the token request is answered by the sidecar, and the secret "
     "substituted anywhere else could be traded for a real token or echoed back"
+)
+
+_EMULATED_UNSCANNED = (
+    "must stay true with token_path: the app is promised it never holds the real token, and "
+    "only the answer scan keeps a provider that echoes Authorization from handing it back"
 )
 
 

@@ -97,6 +97,7 @@ CODES: dict[str, Code] = {
         Code("SC4029", 502, "Upstream answer uses a transfer coding other than chunked"),
         Code("SC4030", 502, "Upstream answer head carries a secret the sidecar injected"),
         Code("SC4031", 502, "Upstream answer is compressed and cannot be scanned for secrets"),
+        Code("SC4032", 400, "Placeholder field too short to be masked in answers (scrub_answers)"),
         Code("SC4035", 503, "Sidecar is starting: credentials not loaded from Vault yet"),
         Code("SC4040", 400, "Token request is not a client-credentials form or JSON object"),
         Code("SC4041", 413, "Token request body exceeds token_max_body"),

@@ -180,8 +180,10 @@ async def forward(
     upstream, raw_path, raw_query = router(rt, request)
     url = upstream_url(upstream, raw_path, raw_query)
     headers = forward_headers(request)
-    if upstream.cfg.scrub_answers:  # a compressed answer could not be scanned
-        headers["Accept-Encoding"] = "identity"
+    if upstream.cfg.scrub_answers:  # a compressed answer could not be scanned, nor could
+        headers["Accept-Encoding"] = "identity"  # ranges shorter than a secret, glued back
+        for name in _PARTIAL:
+            headers.popall(name, None)
     grant = await tokens.admit(rt, upstream, request, headers, raw_path)  # token emulation
     cred = usable_credential(rt, upstream, await _credential(rt, upstream))
     audit.attach(request, cred)
@@ -199,17 +201,16 @@ async def forward(
     outbound = OutboundRequest(request.method, url, headers, body)
     pool = upstream.pool_for(cred)  # SC1000 if not started; client TLS of this version (mtls)
     started = time.perf_counter()
-    sent: list[OutboundRequest] = []
+    sent: list[str | None] = []  # the Authorization of each attempt, as it was sent
     reply = await send(pool, scheme, outbound, cred, stream, request.content_length, sent)
     if not upstream.cfg.scrub_answers:
         return upstream, reply, started, ()
     app_auth = request.headers.get("Authorization")
-    return upstream, reply, started, scrub.needles(cred, _authorization(sent), app_auth)
+    last = sent.pop() if sent else None  # the request whose answer is relayed
+    return upstream, reply, started, scrub.needles(cred, last, app_auth, sent)
 
 
-def _authorization(sent: list[OutboundRequest]) -> str | None:
-    """The Authorization of the request whose answer is relayed (the last one sent)."""
-    return sent[-1].headers.get("Authorization") if sent else None
+_PARTIAL = ("Range", "If-Range")  # pieces of an answer: each shorter than the secret it holds
 
 
 async def send(
@@ -219,12 +220,13 @@ async def send(
     cred: Credential,
     stream: AsyncIterator[bytes] | None,
     content_length: int | None,
-    sent: list[OutboundRequest] | None = None,
+    sent: list[str | None] | None = None,
 ) -> http1.Response:
     """Drive the auth flow (one send, at most one retry); returns the answer to relay.
 
-    Each request sent is appended to ``sent``: the last one's Authorization is what the
-    answer is scanned for (a retry after a 401 carries a fresh token).
+    The Authorization of each request sent is appended to ``sent``, as it was sent: the answer
+    is scanned for all of them (a retry after a 401 carries a fresh token, and the first one
+    may still be valid).
 
     A streamed body cannot be sent twice, which is why schemes that replay read it whole. Any
     502/504 raised here, by the pool or by the flow (a token refresh failing after a 401),
@@ -235,7 +237,7 @@ async def send(
     async def once(req: OutboundRequest) -> http1.Response:
         nonlocal answered
         if sent is not None:
-            sent.append(req)
+            sent.append(req.headers.get("Authorization"))  # now: a retry rewrites req
         if req.body is not None:
             resp = await _send_once(pool, req, req.body, None)
         else:

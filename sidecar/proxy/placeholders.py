@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from sidecar.errors import SidecarError
+from sidecar.proxy import scrub
 from sidecar.schemes.base import Credential
 
 if TYPE_CHECKING:
@@ -106,22 +107,33 @@ class Rules:
     shape: re.Pattern[str]
     cred: Credential
     limit: int | None = None  # the most a rewritten body or query may grow to, bytes
+    scrubbed: bool = False  # answers are scanned: a value too short to be a needle is refused
 
     @classmethod
     def of(
-        cls, literals: Mapping[str, str], pattern: str, cred: Credential, limit: int | None = None
+        cls,
+        literals: Mapping[str, str],
+        pattern: str,
+        cred: Credential,
+        limit: int | None = None,
+        scrubbed: bool = False,
     ) -> Rules:
-        return cls(literals, _compiled(pattern), cred, limit)
+        return cls(literals, _compiled(pattern), cred, limit, scrubbed)
 
     def value(self, literal: str) -> str:
         """The field's value; SC4052 (naming the literal and field, never a value) if absent."""
         field = self.literals[literal]
         try:
-            return self.cred.value(field)
+            value = self.cred.value(field)
         except KeyError:
             raise SidecarError(
                 "SC4052", f"Placeholder {literal!r}: the credential has no field {field!r}"
             ) from None
+        if self.scrubbed and not scrub.scanned(value):  # the app picks where it goes: an echo
+            raise SidecarError(  # of it could not be masked, so it is never substituted
+                "SC4032", f"Placeholder {literal!r}: field {field!r} is too short to be masked"
+            )
+        return value
 
     def grow(self, size: int, old: str, new: str) -> int:
         """``size`` after ``old`` becomes ``new``; SC4048 once past ``limit``, before the
@@ -189,7 +201,8 @@ def apply(
     """The URL and body with every placeholder replaced, or SC4050-SC4054 (nothing is sent)."""
     if not cfg.placeholders:
         return url, body
-    rules = Rules.of(cfg.placeholders, cfg.placeholder_pattern, cred, GROWTH * cfg.max_body)
+    limit = GROWTH * cfg.max_body
+    rules = Rules.of(cfg.placeholders, cfg.placeholder_pattern, cred, limit, cfg.scrub_answers)
     if rules.shaped(url.raw_path):
         raise SidecarError("SC4050", "The path holds a placeholder-shaped value (never replaced)")
     query = url.raw_query_string

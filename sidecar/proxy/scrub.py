@@ -9,7 +9,8 @@ What is looked for (the *needles*), per proxied request:
 - every secret field value of the credential, at least :data:`MIN_SECRET` bytes (a shorter value,
   a PIN say, would match ordinary bytes: it is not scanned, and is documented as such);
 - the ``Authorization`` credentials the scheme put in the request (the OAuth2 access token; the
-  Base64 of a Basic pair), when the header differs from what the app sent;
+  Base64 of a Basic pair), when the header differs from what the app sent, and the last
+  :data:`RECENT` such values of the credential (a token replaced after a 401 may still be valid);
 - each also as JSON-escaped and percent-encoded, when those differ from the raw bytes (cheap: a
   token's charset usually makes them identical, so no extra needle). Base64 of a secret is not
   scanned: a Base64 window depends on the offset, three needles per value for a rare echo.
@@ -23,6 +24,7 @@ reads or chunks is still found, and no byte of it is written before the decision
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
@@ -40,29 +42,61 @@ MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary 
 _MASK = ord("*")
 
 
-# Per credential name: (its secrets mapping, the injected token, the needles): a request
-# with the same cached credential and token reuses them (the hot path builds nothing). One
-# entry per name, replaced when either changes, so a replaced secret is not kept.
-_LAST: dict[str, tuple[object, str | None, tuple[bytes, ...]]] = {}
+# Per credential name: (its secrets mapping, their spellings, the injected tokens, the needles):
+# a request with the same cached credential and tokens reuses them (the hot path builds
+# nothing), and a new token adds only its own spellings. One entry per name, replaced when
+# either changes, so a replaced secret is not kept.
+_LAST: dict[str, tuple[object, frozenset[bytes], tuple[_Token, ...], tuple[bytes, ...]]] = {}
+
+# Per credential name, the last RECENT distinct tokens injected, with their spellings: a token
+# replaced after a 401 may still be valid, and a provider that shows its request log would
+# quote it in the retry's answer or a later one. Bounded, so a per-request Authorization (a
+# signature) costs no memory.
+RECENT = 4
+_Token = tuple[str, frozenset[bytes]]
+_TOKENS: dict[str, tuple[_Token, ...]] = {}
 
 
-def needles(cred: Credential, sent: str | None, app: str | None) -> tuple[bytes, ...]:
-    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in."""
-    token = None
-    if sent is not None and sent != app:
-        token = sent.partition(" ")[2].strip() or sent
+def needles(
+    cred: Credential, sent: str | None, app: str | None, earlier: Sequence[str | None] = ()
+) -> tuple[bytes, ...]:
+    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in,
+    ``earlier``: the Authorization of attempts before the one answered (a 401's)."""
+    for value in (*earlier, sent):
+        token = _token(value, app)
+        if token is not None:
+            _remember(cred.name, token)
+    tokens = _TOKENS.get(cred.name, ())
     last = _LAST.get(cred.name)
-    if last is not None and last[0] is cred.secrets and last[1] == token:
-        return last[2]
-    values = [v for v in cred.secrets.values() if len(_bytes(v)) >= MIN_SECRET]
-    if token is not None and len(_bytes(token)) >= MIN_SECRET:
-        values.append(token)
-    found: set[bytes] = set()
-    for value in values:
-        found.update(_spellings(value))
+    if last is not None and last[0] is cred.secrets:
+        if last[2] == tokens:
+            return last[3]
+        secret = last[1]
+    else:
+        secret = frozenset().union(*(_spellings(v) for v in cred.secrets.values() if scanned(v)))
+    found = secret.union(*(spelled for _, spelled in tokens))
     result = tuple(sorted(found, key=len, reverse=True))
-    _LAST[cred.name] = (cred.secrets, token, result)
+    _LAST[cred.name] = (cred.secrets, secret, tokens, result)
     return result
+
+
+def _token(sent: str | None, app: str | None) -> str | None:
+    """The credentials part of an Authorization the sidecar set (None when it is the app's)."""
+    if sent is None or sent == app:
+        return None
+    return sent.partition(" ")[2].strip() or sent
+
+
+def _remember(name: str, token: str) -> None:
+    known = _TOKENS.get(name, ())
+    if all(token != seen for seen, _ in known):
+        spelled = frozenset(_spellings(token)) if scanned(token) else frozenset()
+        _TOKENS[name] = (*known, (token, spelled))[-RECENT:]
+
+
+def scanned(value: str) -> bool:
+    """Whether an answer is scanned for this value (long enough not to match ordinary bytes)."""
+    return len(_bytes(value)) >= MIN_SECRET
 
 
 def _spellings(value: str) -> set[bytes]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 from sidecar.proxy import scrub
@@ -11,8 +12,19 @@ NOW = datetime.now(UTC)
 
 
 def cred(**secrets: str) -> Credential:
+    """A credential of its own name: tokens injected are remembered per name (scrub.RECENT)."""
     return Credential(
-        "c", "up", "api_key", "sandbox", True, {"id": "public-id-123"}, secrets, {}, 1, NOW, NOW
+        f"c-{uuid.uuid4().hex}",
+        "up",
+        "api_key",
+        "sandbox",
+        True,
+        {"id": "public-id-123"},
+        secrets,
+        {},
+        1,
+        NOW,
+        NOW,
     )
 
 
@@ -55,3 +67,15 @@ def test_secrets_that_are_not_clean_utf8_still_give_needles() -> None:
     """A lone surrogate (JSON allows one) or raw bytes in a secret never break the request."""
     got = scrub.needles(cred(a="key-\udcff-12345", b="key-\ud800-12345"), None, None)
     assert b"key-\xff-12345" in got and "key-\ud800-12345".encode("utf-8", "surrogatepass") in got
+
+
+def test_the_last_recent_tokens_stay_needles_and_no_more() -> None:
+    """A token replaced (a 401's refresh) is still a needle, the last ``RECENT`` of them only."""
+    c = cred(key="long-secret-value")
+    tokens = [f"tok-{i:012d}" for i in range(scrub.RECENT + 2)]
+    first = scrub.needles(c, f"Bearer {tokens[1]}", None, [f"Bearer {tokens[0]}"])
+    assert {tokens[0].encode(), tokens[1].encode()} <= set(first)
+    for token in tokens[2:]:
+        scrub.needles(c, f"Bearer {token}", None)
+    got = set(scrub.needles(c, None, None))
+    assert {t.encode() for t in tokens[2:]} | {b"long-secret-value"} == got
