@@ -217,3 +217,19 @@ class Incoming:
         self.content = content
         self.content_length = content_length
         self.spend: audit.Spend | None = None  # the audit record, once begun
+
+    async def read_whole(self, limit: int, too_large: SidecarError) -> bytes:
+        """The whole body, or ``too_large`` as soon as it is known to exceed ``limit``:
+        declared by Content-Length, or counted while the bytes arrive."""
+        if self.content_length is not None and self.content_length > limit:
+            raise too_large
+        if self.content is None:
+            return b""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)

@@ -152,21 +152,6 @@ async def _credential(rt: Runtime, upstream: Upstream) -> Credential | None:
     return rt.store.cached(upstream.cfg.credential)
 
 
-async def read_body(request: Incoming, limit: int) -> bytes:
-    if request.content_length is not None and request.content_length > limit:
-        raise SidecarError("SC4005")
-    chunks: list[bytes] = []
-    size = 0
-    if request.content is None:
-        return b""
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise SidecarError("SC4005")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 async def forward(
     rt: Runtime, request: Incoming, router: Router
 ) -> tuple[Upstream, http1.Response, float, tuple[bytes, ...]]:
@@ -192,8 +177,8 @@ async def forward(
     stream: AsyncIterator[bytes] | None = None
     whole = grant.signed or placeholders.on(upstream.cfg)  # a body checked or rewritten
     if scheme.requires_request_body or scheme.replays_request or whole:
-        has_body = request.content is not None
-        body = await read_body(request, upstream.cfg.max_body) if has_body else None
+        if request.content is not None:
+            body = await request.read_whole(upstream.cfg.max_body, SidecarError("SC4005"))
     elif request.content is not None:
         stream = request.content.iter_chunked(_CHUNK)
     grant.check_body(request.method, body)

@@ -340,7 +340,7 @@ async def token_answer(
         err = OAuthError("SC4042", "invalid_request")
         err.headers["Allow"] = "POST"
         raise err
-    body = await read_bounded(request, opts.token_max_body)
+    body = await request.read_whole(opts.token_max_body, OAuthError("SC4041", "invalid_request"))
     form = parse_form(request.headers.get("Content-Type", ""), body)
     client_id, secret = client_credentials(request, form)
     key = await authenticate(rt, upstream, client_id, secret)
@@ -359,23 +359,6 @@ async def token_answer(
     if "scope" in opts.token_extras:
         answer["scope"] = " ".join(opts.scopes)
     return LocalAnswer(answer)
-
-
-async def read_bounded(request: Incoming, limit: int) -> bytes:
-    """The whole token request body, or SC4041 as soon as it is known to exceed ``limit``."""
-    too_large = OAuthError("SC4041", "invalid_request")
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    if request.content is None:
-        return b""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def parse_form(content_type: str, body: bytes) -> dict[str, str]:

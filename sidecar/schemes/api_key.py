@@ -22,6 +22,7 @@ from sidecar.schemes.base import (
     SchemeOptions,
     UpstreamContext,
     check_header_names,
+    probed,
 )
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
@@ -60,7 +61,7 @@ class ApiKey(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
-        self.verification = "presence-only" if options.probe is None else "probe"
+        self.verification = probed(options.probe)
         known = options.known_fields()
         self.value_template = Template(options.template, known)
         self.extra = {h: Template(t, known) for h, t in options.extra_headers.items()}

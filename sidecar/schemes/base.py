@@ -171,6 +171,11 @@ def verification_of(scheme: object) -> Verification:
     return declared if declared in VERIFICATIONS else "presence-only"
 
 
+def probed(probe: object | None) -> Verification:
+    """What verify() asks of a scheme whose only provider call is an optional probe."""
+    return "presence-only" if probe is None else "probe"
+
+
 def strongest(kinds: list[Verification]) -> Verification:
     """The strongest check among several (a composite reports the best part that ran)."""
     return max(kinds, key=VERIFICATIONS.index, default="presence-only")

@@ -46,6 +46,7 @@ from sidecar.schemes.base import (
     SchemeBase,
     UpstreamContext,
     check_header_names,
+    probed,
 )
 from sidecar.schemes.probe import Probe, probe_with
 from sidecar.schemes.template import CONTROL, Template
@@ -104,7 +105,7 @@ class Hmac(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
-        self.verification = "presence-only" if options.probe is None else "probe"
+        self.verification = probed(options.probe)
         self.template = Template(options.template, PLACEHOLDERS)
         self.signature_format = Template(options.signature_format, FORMAT_PLACEHOLDERS)
         self.requires_request_body = "body_sha256" in self.template.names

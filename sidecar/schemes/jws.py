@@ -41,6 +41,7 @@ from sidecar.schemes.base import (
     SchemeBase,
     UpstreamContext,
     check_header_names,
+    probed,
 )
 from sidecar.schemes.jwskeys import Algorithm, KeyProblem, PrivateKey, load_private_key
 from sidecar.schemes.mtls import origin_path
@@ -249,7 +250,7 @@ class Jws(SchemeBase):
         self.options = options
         self.upstream = upstream
         self.probe = options.probe
-        self.verification = "presence-only" if options.probe is None else "probe"
+        self.verification = probed(options.probe)
         self.claims = Claims(options.claims)
         self.requires_request_body = bool({"body_json", "body_sha256"} & self.claims.names)
         self.replays_request = False
