@@ -40,20 +40,13 @@ from tests.integration.test_upstream_safety import (
     raw_provider,
     sidecar_for,
 )
+from tests.kopokopo import k2_upstream
 
 GET = b"GET /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
 def emulating_upstream(**extra: Any) -> dict[str, Any]:
-    return {
-        "url": "http://127.0.0.1:9",
-        "scheme": "oauth2_client_credentials",
-        "credential": "kopokopo",
-        "environment": "sandbox",
-        "token_url": "/oauth/token",
-        "token_path": "/oauth/token",
-        **extra,
-    }
+    return k2_upstream("http://127.0.0.1:9", **extra)
 
 
 def test_token_emulation_cannot_opt_out_of_scrubbing(make_config: MakeConfig) -> None:  # noqa: F811

@@ -36,6 +36,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures used by name)
     make_config,
     make_sidecar,
 )
+from tests.kopokopo import k2_upstream
 
 HOST = "sandbox.kopokopo.com"
 CLIENT_ID = "k2-attack-client-id"
@@ -114,16 +115,7 @@ async def start(
     ) -> Target:
         app = kopokopo.make_app(kopokopo.KopokopoConfig(clients={CLIENT_ID: secret}))
         server = await aiohttp_server(app)
-        upstream = {
-            "url": str(server.make_url("/")).rstrip("/"),
-            "hosts": [HOST],
-            "scheme": "oauth2_client_credentials",
-            "credential": "kopokopo",
-            "environment": "sandbox",
-            "token_url": "/oauth/token",
-            "token_path": "/oauth/token",
-            **extra,
-        }
+        upstream = k2_upstream(str(server.make_url("/")).rstrip("/"), token_extras=[], **extra)
         sc = await make_sidecar(make_config({"kopokopo": upstream}, **(cfg or {})))
         fields = {"client_id": CLIENT_ID, "client_secret": secret, **(fields or {})}
         r = await sc.admin.put(
@@ -158,15 +150,9 @@ def test_no_client_secret_placeholder_on_an_emulating_upstream(
     """With token_path a placeholder for client_secret is a config error: substituted in any
     other request it could be traded for a real token, or read back from a provider that
     stores and shows request fields (the Kopokopo peer's payment view did, on 4b14dbb)."""
-    upstream = {
-        "url": "http://127.0.0.1:9",
-        "scheme": "oauth2_client_credentials",
-        "credential": "kopokopo",
-        "environment": "sandbox",
-        "token_url": "/oauth/token",
-        "token_path": "/oauth/token",
-        "placeholders": {PH_ID: "client_id", PH_SECRET: "client_secret"},
-    }
+    upstream = k2_upstream(
+        "http://127.0.0.1:9", placeholders={PH_ID: "client_id", PH_SECRET: "client_secret"}
+    )
     with pytest.raises(ConfigError) as err:
         make_config({"kopokopo": upstream})
     assert "placeholders" in str(err.value) and "token_path" in str(err.value)

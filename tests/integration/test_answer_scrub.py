@@ -27,17 +27,10 @@ from tests.integration.test_upstream_safety import (
     raw_provider,
     sidecar_for,
 )
-from tests.kopokopo import CLIENT_ID, k2_upstream
+from tests.kopokopo import CLIENT_ID, STK, k2_upstream
 from tests.leakscan import Collected
 
 SECRET = "k2-real-client-secret-scrub"
-STK = {
-    "payment_channel": "M-PESA STK Push",
-    "till_number": "K000000",
-    "subscriber": {"first_name": "Jane", "last_name": "Doe", "phone_number": "+254700000000"},
-    "amount": {"currency": "KES", "value": 100},
-    "_links": {"callback_url": "https://example.com/cb"},
-}
 GET = b"GET /up/x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 MASK = b"*" * len(KEY)
 

@@ -22,7 +22,7 @@ from sidecar.proxy import tokens
 from sidecar.sandbox import kopokopo
 from sidecar.sandbox.oauth2 import OAUTH2_STATE, OAuth2State
 from tests.integration.conftest import MakeConfig, MakeSidecar, Sidecar
-from tests.kopokopo import CLIENT_ID, HOST, k2_upstream
+from tests.kopokopo import CLIENT_ID, HOST, STK, k2_upstream
 from tests.leakscan import Collected
 
 SECRET = "k2-real-client-secret-0001"
@@ -30,13 +30,6 @@ FORM = {
     "client_id": "placeholder-id",
     "client_secret": "placeholder",
     "grant_type": "client_credentials",
-}
-STK = {
-    "payment_channel": "M-PESA STK Push",
-    "till_number": "K000000",
-    "subscriber": {"first_name": "Jane", "last_name": "Doe", "phone_number": "+254700000000"},
-    "amount": {"currency": "KES", "value": 100},
-    "_links": {"callback_url": "https://example.com/cb"},
 }
 PAY = "/kopokopo/api/v2/incoming_payments"
 
