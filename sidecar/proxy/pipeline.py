@@ -192,7 +192,7 @@ async def forward(
         return upstream, reply, started, ()
     app_auth = request.headers.get("Authorization")
     last = sent.pop() if sent else None  # the request whose answer is relayed
-    return upstream, reply, started, scrub.needles(cred, last, app_auth, sent)
+    return upstream, reply, started, scrub.memory(rt).needles(cred, last, app_auth, sent)
 
 
 _PARTIAL = ("Range", "If-Range")  # pieces of an answer: each shorter than the secret it holds

@@ -27,6 +27,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from sidecar.errors import SidecarError
 from sidecar.logging import get_logger
@@ -35,6 +36,7 @@ from sidecar.schemes.base import Credential
 if TYPE_CHECKING:
     from sidecar.metrics import Metrics
     from sidecar.proxy.response import Response
+    from sidecar.runtime import Runtime
 
 log = get_logger("sidecar.proxy")
 
@@ -42,42 +44,71 @@ MIN_SECRET = 8  # bytes; shorter values are not scanned (false hits on ordinary 
 _MASK = ord("*")
 
 
-# Per credential name: (its secrets mapping, their spellings, the injected tokens, the needles):
-# a request with the same cached credential and tokens reuses them (the hot path builds
-# nothing), and a new token adds only its own spellings. One entry per name, replaced when
-# either changes, so a replaced secret is not kept.
-_LAST: dict[str, tuple[object, frozenset[bytes], tuple[_Token, ...], tuple[bytes, ...]]] = {}
-
-# Per credential name, the last RECENT distinct tokens injected, with their spellings: a token
-# replaced after a 401 may still be valid, and a provider that shows its request log would
-# quote it in the retry's answer or a later one. Bounded, so a per-request Authorization (a
-# signature) costs no memory.
+# The last RECENT distinct tokens injected for a credential are kept as needles: a token
+# replaced after a 401 may still be valid, and a provider that shows its request log would quote
+# it in the retry's answer or a later one. Bounded, so a per-request Authorization (a signature)
+# costs no memory.
 RECENT = 4
 _Token = tuple[str, frozenset[bytes]]
-_TOKENS: dict[str, tuple[_Token, ...]] = {}
 
 
-def needles(
-    cred: Credential, sent: str | None, app: str | None, earlier: Sequence[str | None] = ()
-) -> tuple[bytes, ...]:
-    """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in,
-    ``earlier``: the Authorization of attempts before the one answered (a 401's)."""
-    for value in (*earlier, sent):
-        token = _token(value, app)
-        if token is not None:
-            _remember(cred.name, token)
-    tokens = _TOKENS.get(cred.name, ())
-    last = _LAST.get(cred.name)
-    if last is not None and last[0] is cred.secrets:
-        if last[2] == tokens:
-            return last[3]
-        secret = last[1]
-    else:
-        secret = frozenset().union(*(_spellings(v) for v in cred.secrets.values() if scanned(v)))
-    found = secret.union(*(spelled for _, spelled in tokens))
-    result = tuple(sorted(found, key=len, reverse=True))
-    _LAST[cred.name] = (cred.secrets, secret, tokens, result)
-    return result
+class Memory:
+    """One runtime's needles, per credential name (a second runtime, a restart, starts empty).
+
+    ``last`` holds (the secrets mapping, their spellings, the tokens, the needles): a request
+    with the same cached credential and tokens reuses them (the hot path builds nothing), and a
+    new token adds only its own spellings. One entry per name, replaced when either changes,
+    so a replaced secret is not kept.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str, tuple[object, frozenset[bytes], tuple[_Token, ...], tuple[bytes, ...]]]
+        self.last = {}
+        self.tokens: dict[str, tuple[_Token, ...]] = {}
+
+    def needles(
+        self,
+        cred: Credential,
+        sent: str | None,
+        app: str | None,
+        earlier: Sequence[str | None] = (),
+    ) -> tuple[bytes, ...]:
+        """The byte strings this answer must not carry; ``sent``/``app``: Authorization out/in,
+        ``earlier``: the Authorization of attempts before the one answered (a 401's)."""
+        for value in (*earlier, sent):
+            token = _token(value, app)
+            if token is not None:
+                self._remember(cred.name, token)
+        tokens = self.tokens.get(cred.name, ())
+        last = self.last.get(cred.name)
+        if last is not None and last[0] is cred.secrets:
+            if last[2] == tokens:
+                return last[3]
+            secret = last[1]
+        else:
+            values = (v for v in cred.secrets.values() if scanned(v))
+            secret = frozenset().union(*(_spellings(v) for v in values))
+        found = secret.union(*(spelled for _, spelled in tokens))
+        result = tuple(sorted(found, key=len, reverse=True))
+        self.last[cred.name] = (cred.secrets, secret, tokens, result)
+        return result
+
+    def _remember(self, name: str, token: str) -> None:
+        known = self.tokens.get(name, ())
+        if all(token != seen for seen, _ in known):
+            spelled = frozenset(_spellings(token)) if scanned(token) else frozenset()
+            self.tokens[name] = (*known, (token, spelled))[-RECENT:]
+
+
+_MEMORY: WeakKeyDictionary[Runtime, Memory] = WeakKeyDictionary()
+
+
+def memory(rt: Runtime) -> Memory:
+    """The runtime's needles (kept with the runtime, like its token tables)."""
+    found = _MEMORY.get(rt)
+    if found is None:
+        found = _MEMORY[rt] = Memory()
+    return found
 
 
 def _token(sent: str | None, app: str | None) -> str | None:
@@ -85,13 +116,6 @@ def _token(sent: str | None, app: str | None) -> str | None:
     if sent is None or sent == app:
         return None
     return sent.partition(" ")[2].strip() or sent
-
-
-def _remember(name: str, token: str) -> None:
-    known = _TOKENS.get(name, ())
-    if all(token != seen for seen, _ in known):
-        spelled = frozenset(_spellings(token)) if scanned(token) else frozenset()
-        _TOKENS[name] = (*known, (token, spelled))[-RECENT:]
 
 
 def scanned(value: str) -> bool:

@@ -30,7 +30,7 @@ def cred(**secrets: str) -> Credential:
 
 def test_needles_are_long_secrets_the_injected_token_and_their_escapes() -> None:
     """Secrets under 8 bytes and public fields are not needles; an escaped spelling is one."""
-    got = scrub.needles(cred(pin="1234", key='sk/"live"-12345'), "Bearer tok-abcdef12", None)
+    got = scrub.Memory().needles(cred(pin="1234", key='sk/"live"-12345'), "Bearer tok-abcdef12", None)
     assert b"1234" not in got and b"public-id-123" not in got
     assert {b'sk/"live"-12345', b'sk/\\"live\\"-12345', b'sk\\/\\"live\\"-12345'} <= set(got)
     assert b"sk%2F%22live%22-12345" in got and b"tok-abcdef12" in got
@@ -39,7 +39,7 @@ def test_needles_are_long_secrets_the_injected_token_and_their_escapes() -> None
 
 def test_the_apps_own_authorization_is_not_a_needle() -> None:
     """A header the app sent itself and the scheme left alone is the app's own, not injected."""
-    assert scrub.needles(cred(), "Bearer app-token-123", "Bearer app-token-123") == ()
+    assert scrub.Memory().needles(cred(), "Bearer app-token-123", "Bearer app-token-123") == ()
 
 
 def test_a_needle_split_anywhere_is_masked_and_never_written_early() -> None:
@@ -65,17 +65,17 @@ def test_clean_bytes_pass_unchanged_and_unchunked() -> None:
 
 def test_secrets_that_are_not_clean_utf8_still_give_needles() -> None:
     """A lone surrogate (JSON allows one) or raw bytes in a secret never break the request."""
-    got = scrub.needles(cred(a="key-\udcff-12345", b="key-\ud800-12345"), None, None)
+    got = scrub.Memory().needles(cred(a="key-\udcff-12345", b="key-\ud800-12345"), None, None)
     assert b"key-\xff-12345" in got and "key-\ud800-12345".encode("utf-8", "surrogatepass") in got
 
 
 def test_the_last_recent_tokens_stay_needles_and_no_more() -> None:
     """A token replaced (a 401's refresh) is still a needle, the last ``RECENT`` of them only."""
-    c = cred(key="long-secret-value")
+    c, memory = cred(key="long-secret-value"), scrub.Memory()
     tokens = [f"tok-{i:012d}" for i in range(scrub.RECENT + 2)]
-    first = scrub.needles(c, f"Bearer {tokens[1]}", None, [f"Bearer {tokens[0]}"])
+    first = memory.needles(c, f"Bearer {tokens[1]}", None, [f"Bearer {tokens[0]}"])
     assert {tokens[0].encode(), tokens[1].encode()} <= set(first)
     for token in tokens[2:]:
-        scrub.needles(c, f"Bearer {token}", None)
-    got = set(scrub.needles(c, None, None))
+        memory.needles(c, f"Bearer {token}", None)
+    got = set(memory.needles(c, None, None))
     assert {t.encode() for t in tokens[2:]} | {b"long-secret-value"} == got
